@@ -1,0 +1,65 @@
+"""The algorithms pgrad can train, by name: their config, their model, their update loop."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gymnasium as gym
+from torch import nn
+
+from pgrad.algos import reinforce
+from pgrad.config import Config
+from pgrad.errors import PgradError
+
+
+class Algorithm(Protocol):
+    config: Config
+    model: nn.Module
+    optimizer: Any
+
+    def iterate(self, seed: int | None = None) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    name: str
+    summary: str
+    config_cls: type[Config]
+    make: Callable[[Any, gym.vector.VectorEnv], Algorithm]
+    build_model: Callable[[Any, gym.Space, gym.Space], nn.Module]
+    preset: dict[str, Any] = field(default_factory=dict)
+    """Config values that define this variant (e.g. ``baseline: true``)."""
+
+
+ALGOS: dict[str, AlgoSpec] = {
+    spec.name: spec
+    for spec in [
+        AlgoSpec(
+            "reinforce",
+            "REINFORCE: Monte Carlo reward-to-go, whole episodes per update",
+            reinforce.ReinforceConfig,
+            reinforce.Reinforce,
+            reinforce.build_model,
+        ),
+        AlgoSpec(
+            "reinforce_baseline",
+            "REINFORCE with a learned state-value baseline: Psi_t = G_t - V(s_t)",
+            reinforce.ReinforceConfig,
+            reinforce.Reinforce,
+            reinforce.build_model,
+            {"baseline": True},
+        ),
+    ]
+}
+
+
+def get(name: str) -> AlgoSpec:
+    """The algorithm called ``name``, or a one-line error listing the known ones."""
+    if name in ALGOS:
+        return ALGOS[name]
+    close = difflib.get_close_matches(name, list(ALGOS), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise PgradError(f"unknown algorithm {name!r}; {hint}expected one of {', '.join(ALGOS)}")

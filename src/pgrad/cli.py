@@ -1,0 +1,146 @@
+"""The ``pgrad`` command: train, eval, plot, algos.
+
+Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
+directory) prints one line, ``error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pgrad.errors import PgradError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Policy-gradient reinforcement learning: train, evaluate and compare agents.",
+)
+console = Console()
+
+
+@app.command()
+def train(
+    algo: Annotated[str, typer.Argument(help="Algorithm name (see `pgrad algos`).")],
+    env: Annotated[str, typer.Option(help="Gymnasium env id.")] = "CartPole-v1",
+    steps: Annotated[int | None, typer.Option(help="Environment steps to train for.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: key=value (repeatable)."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the run (default: runs/...).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train ALGO on an env; ends with an evaluation and a learning-curve plot."""
+    from pgrad.train import train as run_training
+
+    run = run_training(
+        algo,
+        env,
+        steps=steps,
+        seed=seed,
+        config=config,
+        run_dir=run_dir,
+        sets=set_ or (),
+        progress=progress,
+    )
+    summary = run.summary
+    console.print(
+        f"[bold]{algo}[/] on [bold]{env}[/]: evaluation return "
+        f"[bold green]{summary['mean_return']:.1f} ± {summary['std_return']:.1f}[/] over "
+        f"{summary['episodes']} episodes after {summary['steps']:,} steps "
+        f"({summary['wall_time_s']:.0f} s, {summary['sps']:,.0f} steps/s)"
+    )
+    console.print(f"run directory: {run.path}")
+    console.print(f"learning curve: {run.path / 'learning_curve.png'}")
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 10,
+    seed: Annotated[int | None, typer.Option(help="Seed of the evaluation envs.")] = None,
+    stochastic: Annotated[bool, typer.Option(help="Sample actions instead of the mode.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Evaluate the latest checkpoint of a run."""
+    from pgrad.agent import load
+
+    agent = load(run_dir)
+    returns = agent.evaluate(episodes, seed, deterministic=not stochastic)
+    result = {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "episodes": len(returns),
+        "steps": agent.step,
+        "returns": [float(r) for r in returns],
+    }
+    if json_:
+        print(json.dumps(result))
+    else:
+        console.print(
+            f"{agent.algo} on {agent.env_id} at step {agent.step:,}: "
+            f"return {result['mean_return']:.1f} ± {result['std_return']:.1f} "
+            f"over {episodes} episodes"
+        )
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Run directories (runs of one algo and env are averaged).")
+    ],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("learning_curve.png"),
+    metric: Annotated[str, typer.Option(help="Column of metrics.csv to plot.")] = "episode_return",
+) -> None:
+    """Plot learning curves: mean and spread across runs."""
+    from pgrad.plot import plot_runs
+    from pgrad.runs import Run
+
+    runs = [Run.open(d) for d in run_dirs]
+    console.print(f"wrote {plot_runs(runs, out, metric)}")
+
+
+@app.command()
+def algos(
+    name: Annotated[
+        str | None, typer.Argument(help="Show every config key of this algorithm.")
+    ] = None,
+) -> None:
+    """List algorithms and their default configs."""
+    from pgrad import algos as registry
+    from pgrad.config import keys
+
+    if name is None:
+        table = Table("algorithm", "what it is")
+        for spec in registry.ALGOS.values():
+            table.add_row(spec.name, spec.summary)
+        console.print(table)
+        console.print("`pgrad algos NAME` lists its config keys and defaults.")
+        return
+    spec = registry.get(name)
+    defaults = {**{f.name: f.default for f in dataclasses.fields(spec.config_cls)}, **spec.preset}
+    table = Table("key", "type", "default", title=f"{name}: {spec.summary}")
+    for key, kind in keys(spec.config_cls).items():
+        table.add_row(key, str(kind).replace("typing.", ""), repr(defaults[key]))
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except PgradError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,202 @@
+"""Configs: dataclasses of documented fields, resolved from defaults, files and ``--set``.
+
+Precedence, lowest first: the dataclass defaults, the shipped per-env defaults
+(``defaults.yaml``), the user's ``--config FILE.yaml``, ``--set key=value`` overrides, and the
+explicit ``--steps``/``--seed``. Every value is type-checked and range-checked; anything wrong
+raises ``ConfigError`` with a one-line message naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pgrad.errors import PgradError
+
+
+class ConfigError(PgradError):
+    """A config key that does not exist, or a value of the wrong type or range."""
+
+
+@dataclass
+class Config:
+    """Settings shared by every algorithm (Stable-Baselines3 names where they exist)."""
+
+    steps: int = 100_000
+    """Environment steps to train for (transitions trained on)."""
+    seed: int = 0
+    n_envs: int = 8
+    """Parallel environments in the vector env."""
+    learning_rate: float = 1e-3
+    gamma: float = 0.99
+    """Discount factor."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: Literal["tanh", "relu", "elu", "gelu"] = "tanh"
+    max_grad_norm: float | None = None
+    """Clip the global gradient norm to this (None: no clipping)."""
+    normalize_advantage: bool = True
+    """Standardise Psi_t over each batch (for plain REINFORCE Psi_t = G_t: the returns)."""
+    entropy_coef: float = 0.0
+    eval_episodes: int = 10
+    """Episodes of the final evaluation (deterministic actions)."""
+    eval_every: int = 0
+    """Evaluate every this many steps during training (0: only at the end)."""
+    checkpoint_every: int = 50_000
+    keep_checkpoints: int = 3
+    threads: int = 1
+    """torch intra-op threads; small networks run fastest (and reproducibly) on one."""
+
+    def check(self) -> None:
+        """Range checks; raise ``ConfigError`` on the first violation."""
+        _at_least(self, "steps", 1)
+        _at_least(self, "n_envs", 1)
+        _at_least(self, "eval_episodes", 1)
+        _at_least(self, "eval_every", 0)
+        _at_least(self, "checkpoint_every", 1)
+        _at_least(self, "keep_checkpoints", 1)
+        _at_least(self, "threads", 1)
+        _at_least(self, "seed", 0)
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        if self.entropy_coef < 0:
+            raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if any(h < 1 for h in self.hidden_sizes):
+            raise ConfigError(f"hidden_sizes must be positive, got {list(self.hidden_sizes)}")
+
+
+def _at_least(config: Config, key: str, low: int) -> None:
+    value = getattr(config, key)
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
+def keys(cls: type[Config]) -> dict[str, Any]:
+    """Each config key with its resolved type annotation."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def coerce(key: str, kind: Any, value: Any) -> Any:
+    """``value`` as type ``kind`` (int, float, bool, str, Literal, tuple[int, ...], X | None)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_null and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(key, inner[0], value)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(coerce(key, args[0], v) for v in value)
+        raise ConfigError(f"{key} expects a list of {args[0].__name__}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if kind is int:
+        number = _number(value)
+        if number is not None and float(number).is_integer() and abs(number) < 2**63:
+            return int(number)
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if kind is float:
+        number = _number(value)
+        if number is not None:
+            return float(number)
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    raise TypeError(f"unsupported config type {kind} for {key}")
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        try:
+            return _number(float(value.replace("_", "")))
+        except ValueError:
+            return None
+    return None
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> (key, value parsed as YAML, so ``true``, ``[64, 64]``, ``null`` work)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of config keys."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}"
+        )
+    return data
+
+
+def shipped_defaults(algo: str, env_id: str) -> dict[str, Any]:
+    """The per-env defaults for ``algo`` in the shipped ``defaults.yaml`` (empty if none)."""
+    text = resources.files("pgrad").joinpath("defaults.yaml").read_text()
+    table = yaml.safe_load(text) or {}
+    return dict((table.get(algo) or {}).get(env_id) or {})
+
+
+def build(cls: type[Config], layers: list[dict[str, Any]], algo: str) -> Config:
+    """Merge ``layers`` (lowest precedence first) over ``cls``'s defaults, check, and return."""
+    known = keys(cls)
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if not isinstance(key, str) or key not in known:
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; see `pgrad algos {algo}`"
+                raise ConfigError(f"config key {key!r} does not exist for {algo}{hint}")
+            values[key] = coerce(key, known[key], value)
+    config = cls(**values)
+    config.check()
+    return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain YAML-friendly values (tuples as lists)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }

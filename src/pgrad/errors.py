@@ -1,0 +1,5 @@
+"""The one exception type users see: a clear, one-line message about bad input."""
+
+
+class PgradError(Exception):
+    """Bad input or a bad run directory; the CLI prints ``error: <message>`` and exits with 2."""

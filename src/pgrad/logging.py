@@ -1,0 +1,71 @@
+"""One place that writes metrics: ``metrics.csv``, TensorBoard, and a rich progress bar."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class MetricsLogger:
+    """Writes one row per update.
+
+    ``metrics.csv`` holds only quantities that a seed determines, so two runs with the same seed
+    and config give identical files; wall-clock figures (``time/sps``) go to TensorBoard and the
+    progress bar only.
+    """
+
+    def __init__(self, run_dir: Path, total_steps: int, progress: bool = False):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.file = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115 (closed in close())
+        self.writer: csv.DictWriter | None = None
+        self.tensorboard = SummaryWriter(str(run_dir))
+        self.start = time.perf_counter()
+        self.progress: Progress | None = None
+        if progress:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self.task = self.progress.add_task("training", total=total_steps, info="")
+            self.progress.start()
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **metrics}
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+        self.writer.writerow({k: _cell(v) for k, v in row.items()})
+        self.file.flush()
+        elapsed = time.perf_counter() - self.start
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.tensorboard.add_scalar(f"train/{key}", value, step)
+        self.tensorboard.add_scalar("time/sps", step / max(elapsed, 1e-9), step)
+        if self.progress is not None:
+            info = f"return {metrics.get('episode_return', float('nan')):.1f}"
+            if math.isfinite(metrics.get("eval_return", float("nan"))):
+                info += f"  eval {metrics['eval_return']:.1f}"
+            info += f"  {step / max(elapsed, 1e-9):,.0f} sps"
+            self.progress.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.tensorboard.close()
+        self.file.close()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return value

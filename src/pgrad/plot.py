@@ -1,0 +1,61 @@
+"""Learning curves: the mean over runs of the same algorithm and env, with their spread."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from pgrad.errors import PgradError
+from pgrad.runs import Run
+
+
+def curve(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of ``metric`` in ``run``'s metrics.csv, NaN rows dropped."""
+    rows = run.metrics()
+    if rows and metric not in rows[0]:
+        raise PgradError(
+            f"metric {metric!r} is not in {str(run.path)!r}; it has {', '.join(rows[0])}"
+        )
+    points = [(r["step"], r[metric]) for r in rows if not math.isnan(r[metric])]
+    if not points:
+        return np.zeros(0), np.zeros(0)
+    steps, values = map(np.asarray, zip(*points, strict=True))
+    return steps, values
+
+
+def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") -> Path:
+    """One line per (algo, env) group: the mean across its runs on a common step grid, shaded
+    between the lowest and highest run (min-max spread), written to ``out`` as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for run in runs:
+        config = run.config
+        groups[f"{config['algo']} on {config['env']}"].append(curve(run, metric))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curves in groups.items():
+        curves = [c for c in curves if len(c[0])]
+        if not curves:
+            continue
+        end = min(c[0][-1] for c in curves)
+        grid = np.linspace(min(c[0][0] for c in curves), end, 200)
+        ys = np.stack([np.interp(grid, s, v) for s, v in curves])
+        n = len(curves)
+        ax.plot(grid, ys.mean(0), label=f"{label} ({n} run{'s' if n > 1 else ''})")
+        if n > 1:
+            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.25)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,128 @@
+"""Estimators of Psi_t, the weight on grad log pi(a_t|s_t) in the policy gradient.
+
+All functions take time-major tensors of shape (T, ...) (usually (T, n_envs)) holding several
+episodes back to back, and use the same conventions for episode boundaries:
+
+- ``terminated[t]``: the episode really ended at step t; nothing follows, V(s_{t+1}) = 0.
+- ``truncated[t]``: the episode was cut (a time limit); the return continues past the cut, so it
+  is estimated by bootstrapping from ``next_values[t]`` = V(s_{t+1}), the value of the real final
+  observation (not of the first observation of the next episode).
+- ``next_values[t]`` = V(s_{t+1}) for every step: the value of the true successor state.
+- The last step of the batch (t = T-1) that did not terminate is treated as truncated: the return
+  bootstraps from ``next_values[T-1]``.
+
+With ``next_values=None`` (REINFORCE without a critic), bootstraps are 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _cuts(terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+    """Where the recursion stops: episode ends, and the end of the batch."""
+    cut = terminated | truncated
+    cut[-1] = True
+    return cut
+
+
+def discounted_returns(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    next_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reward-to-go G_t = sum_{k>=0} gamma^k r_{t+k}, summed to the end of t's episode.
+
+    Causality: G_t holds only rewards from t onwards. Recursively, G_t = r_t + gamma G_{t+1}
+    inside an episode; at its last step G_t = r_t (terminated) or r_t + gamma V(s_{t+1})
+    (truncated, or the batch ended).
+    """
+    if next_values is None:
+        next_values = torch.zeros_like(rewards)
+    cut = _cuts(terminated, truncated)
+    bootstrap = torch.where(terminated, 0.0, next_values)
+    returns = torch.empty_like(rewards)
+    future = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        future = rewards[t] + gamma * torch.where(cut[t], bootstrap[t], future)
+        returns[t] = future
+    return returns
+
+
+def td_errors(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """One-step TD errors delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t).
+
+    Truncation needs no special case: ``next_values`` already holds V of the real successor.
+    """
+    return rewards + gamma * torch.where(terminated, 0.0, next_values) - values
+
+
+def nstep_returns(
+    rewards: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    n: int,
+) -> torch.Tensor:
+    """n-step returns G_t^(n) = sum_{k=0}^{m-1} gamma^k r_{t+k} + gamma^m V(s_{t+m}).
+
+    m = min(n, steps to the end of t's episode or of the batch); the bootstrap V(s_{t+m}) is
+    ``next_values[t+m-1]``, and 0 if the episode terminated at t+m-1. n = 1 gives the TD target
+    r_t + gamma V(s_{t+1}); n >= T gives ``discounted_returns`` with bootstrapping.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    T = rewards.shape[0]
+    cut = _cuts(terminated, truncated)
+    bootstrap = torch.where(terminated, 0.0, next_values)
+    returns = torch.zeros_like(rewards)
+    open_ = torch.ones_like(cut)  # G_t^(n) still summing rewards
+    for k in range(min(n, T)):
+        # Row t of this step looks at step t + k.
+        span = T - k
+        discount = gamma**k
+        live = open_[:span]
+        returns[:span] += torch.where(live, discount * rewards[k:], 0.0)
+        stop = live & (cut[k:] | (k == n - 1))
+        returns[:span] += torch.where(stop, discount * gamma * bootstrap[k:], 0.0)
+        open_[:span] = live & ~stop
+    return returns
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates A_t = sum_{k>=0} (gamma lambda)^k delta_{t+k}.
+
+    Recursively A_t = delta_t + gamma lambda A_{t+1} inside an episode, A_t = delta_t at its
+    last step. lambda = 0 gives the TD errors; lambda = 1 gives G_t - V(s_t) with G_t the
+    (bootstrapped) reward-to-go. Value targets are A_t + V(s_t).
+    """
+    deltas = td_errors(rewards, values, next_values, terminated, gamma)
+    cut = _cuts(terminated, truncated)
+    advantages = torch.empty_like(rewards)
+    future = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        future = deltas[t] + gamma * lam * torch.where(cut[t], 0.0, future)
+        advantages[t] = future
+    return advantages
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean(x)) / (std(x) + eps), with the population standard deviation."""
+    return (x - x.mean()) / (x.std(correction=0) + eps)

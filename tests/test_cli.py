@@ -1,0 +1,110 @@
+"""The `pgrad` command: bad input gives one line and exit code 2; the happy paths work."""
+
+import json
+import sys
+
+import pytest
+
+from pgrad.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["pgrad", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "reinforc"], "unknown algorithm 'reinforc'; did you mean 'reinforce'?"),
+        (["train", "reinforce", "--env", "CartPol-v1"], "unknown env id 'CartPol-v1'"),
+        (["train", "reinforce", "--set", "learing_rate=0.1"], "did you mean 'learning_rate'?"),
+        (["train", "reinforce", "--set", "gamma=abc"], "gamma expects a number, got 'abc'"),
+        (["train", "reinforce", "--set", "gamma=1.5"], "gamma must be in [0, 1], got 1.5"),
+        (["train", "reinforce", "--set", "n_envs=0"], "n_envs must be >= 1, got 0"),
+        (["train", "reinforce", "--set", "learning_rate=-1"], "learning_rate must be > 0"),
+        (["train", "reinforce", "--set", "normalize_advantage=maybe"], "expects true or false"),
+        (["train", "reinforce", "--set", "activation=swish"], "activation must be one of"),
+        (["train", "reinforce", "--set", "gamma"], "--set expects key=value"),
+        (["train", "reinforce", "--config", "/nonexistent.yaml"], "cannot read config file"),
+        (["eval", "/nonexistent/run"], "run directory '/nonexistent/run' does not exist"),
+        (["plot", "/nonexistent/run"], "does not exist"),
+        (["algos", "ppo2"], "unknown algorithm 'ppo2'"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing written half-way
+
+
+def test_corrupt_run_directories_are_named(monkeypatch, capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "eval", str(empty))
+    assert code == 2 and "not a pgrad run directory (no config.yaml)" in err
+    (empty / "config.yaml").write_text(":: not yaml [")
+    code, _, err = run_cli(monkeypatch, capsys, "eval", str(empty))
+    assert code == 2 and "config.yaml' is corrupt" in err
+
+
+def test_train_eval_plot_and_algos(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = run_cli(
+        monkeypatch, capsys,
+        "train", "reinforce", "--env", "CartPole-v1", "--steps", "1500", "--seed", "3",
+        "--run-dir", str(run), "--set", "eval_episodes=2", "--no-progress",
+    )  # fmt: skip
+    assert code == 0
+    assert "evaluation return" in out
+    for name in ["config.yaml", "metrics.csv", "summary.json", "learning_curve.png"]:
+        assert (run / name).is_file(), name
+    assert list((run / "checkpoints").glob("step-*.pt"))
+    assert list(run.glob("events.out.tfevents.*"))
+
+    code, out, _ = run_cli(monkeypatch, capsys, "eval", str(run), "--episodes", "3", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["episodes"] == 3 and len(result["returns"]) == 3
+
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "reinforce", "--steps", "100", "--run-dir", str(run)
+    )
+    assert code == 2 and "already exists and is not empty" in err
+
+    png = tmp_path / "curve.png"
+    code, _, _ = run_cli(monkeypatch, capsys, "plot", str(run), str(run), "--out", str(png))
+    assert code == 0 and png.stat().st_size > 1000
+    code, _, err = run_cli(
+        monkeypatch, capsys, "plot", str(run), "--metric", "nope", "--out", str(png)
+    )
+    assert code == 2 and "metric 'nope' is not in" in err
+
+    code, out, _ = run_cli(monkeypatch, capsys, "algos")
+    assert code == 0 and "reinforce_baseline" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "algos", "reinforce_baseline")
+    assert code == 0 and "episodes_per_env" in out and "learning_rate" in out
+
+
+def test_config_file_and_set_precedence(monkeypatch, capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 0.02\ngamma: 0.5\nhidden_sizes: [16]\n")
+    run = tmp_path / "run"
+    code, _, _ = run_cli(
+        monkeypatch, capsys,
+        "train", "reinforce", "--steps", "200", "--config", str(config), "--set", "gamma=0.9",
+        "--set", "eval_episodes=1", "--run-dir", str(run), "--no-progress",
+    )  # fmt: skip
+    assert code == 0
+    import yaml
+
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["learning_rate"] == 0.02 and resolved["gamma"] == 0.9
+    assert resolved["hidden_sizes"] == [16] and resolved["steps"] == 200
+    assert resolved["algo"] == "reinforce" and resolved["env"] == "CartPole-v1"

@@ -1,0 +1,172 @@
+"""Policies: distributions against independent computations, std modes, critic wiring, errors."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from pgrad.policies import (
+    ActorCritic,
+    CategoricalPolicy,
+    GaussianPolicy,
+    SquashedNormal,
+    UnsupportedSpaceError,
+    make_policy,
+)
+
+BOX_OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+
+def squashed_cdf(a, mean, std, loc, scale):
+    """P(A <= a) for A = loc + scale * tanh(U), U ~ N(mean, std): the CDF of U at atanh(...)."""
+    u = math.atanh((a - loc) / scale)
+    return 0.5 * (1 + math.erf((u - mean) / (std * math.sqrt(2))))
+
+
+@pytest.mark.parametrize("a", [-1.9, -0.7, 0.0, 0.4, 1.3, 1.95])
+def test_squashed_log_prob_matches_numerical_change_of_variables(a):
+    mean, std, loc, scale = 0.3, 0.8, 0.5, 1.5  # actions in (-1, 2)
+    a = loc + (a / 2) * scale  # map the grid into the bounds
+    dist = SquashedNormal(
+        torch.tensor([mean], dtype=torch.float64),
+        torch.tensor([std], dtype=torch.float64),
+        torch.tensor([loc], dtype=torch.float64),
+        torch.tensor([scale], dtype=torch.float64),
+    )
+    h = 1e-6
+    density = (
+        squashed_cdf(a + h, mean, std, loc, scale) - squashed_cdf(a - h, mean, std, loc, scale)
+    ) / (2 * h)
+    got = dist.log_prob(torch.tensor([a], dtype=torch.float64)).item()
+    assert got == pytest.approx(math.log(density), abs=1e-5)
+
+
+def test_squashed_log_prob_sums_over_dimensions_and_matches_the_sampling_path():
+    torch.manual_seed(0)
+    mean, std = torch.tensor([[0.2, -1.0]]), torch.tensor([[0.5, 1.2]])
+    loc, scale = torch.tensor([0.0, 1.0]), torch.tensor([2.0, 0.5])
+    dist = SquashedNormal(mean, std, loc, scale)
+    action, log_prob = dist.rsample_with_log_prob()
+    per_dim = [
+        SquashedNormal(mean[:, i : i + 1], std[:, i : i + 1], loc[i], scale[i]).log_prob(
+            action[:, i : i + 1]
+        )
+        for i in range(2)
+    ]
+    assert log_prob.item() == pytest.approx(dist.log_prob(action).item(), abs=1e-4)
+    assert log_prob.item() == pytest.approx(sum(p.item() for p in per_dim), abs=1e-4)
+    assert ((action >= loc - scale) & (action <= loc + scale)).all()
+
+
+def test_squashed_log_prob_is_finite_at_the_bounds():
+    dist = SquashedNormal(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(1), torch.ones(1))
+    assert torch.isfinite(dist.log_prob(torch.tensor([[1.0]]))).all()
+    assert torch.isfinite(dist.log_prob(torch.tensor([[-1.0]]))).all()
+
+
+def test_reparameterised_sample_carries_gradients_to_the_mean():
+    mean = torch.zeros(4, 1, requires_grad=True)
+    dist = SquashedNormal(mean, torch.ones(4, 1), torch.zeros(1), torch.ones(1))
+    dist.rsample().sum().backward()
+    assert mean.grad is not None and (mean.grad > 0).all()  # d tanh(u)/du > 0
+
+
+def test_categorical_policy_is_softmax_and_argmax_when_deterministic():
+    policy = CategoricalPolicy(BOX_OBS, 3, hidden_sizes=(), activation="tanh")
+    with torch.no_grad():
+        policy.logits.weight.zero_()
+        policy.logits.bias.copy_(torch.tensor([0.0, 2.0, 1.0]))
+    obs = torch.zeros(5, 3)
+    probs = policy.distribution(obs).probs[0]
+    expected = torch.softmax(torch.tensor([0.0, 2.0, 1.0]), 0)
+    assert probs.tolist() == pytest.approx(expected.tolist())
+    assert policy.act(obs, deterministic=True).tolist() == [1] * 5
+
+
+def test_gaussian_parameter_std_is_state_independent():
+    space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    policy = GaussianPolicy(BOX_OBS, space, std="parameter", log_std_init=-0.5)
+    dist = policy.distribution(torch.randn(6, 3))
+    assert torch.allclose(dist.base_dist.stddev, torch.full((6, 2), math.exp(-0.5)))
+
+
+def test_gaussian_state_std_is_clamped():
+    space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    policy = GaussianPolicy(BOX_OBS, space, std="state")
+    obs = torch.randn(4, 3)
+    for bias, log_std in [(10.0, 2.0), (-50.0, -20.0)]:
+        with torch.no_grad():
+            policy.log_std_head.weight.zero_()
+            policy.log_std_head.bias.fill_(bias)
+        std = policy.distribution(obs).base_dist.stddev
+        assert torch.allclose(std, torch.full((4, 1), math.exp(log_std)))
+
+
+def test_unsquashed_log_prob_is_not_clipped_to_the_bounds():
+    space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    policy = GaussianPolicy(BOX_OBS, space)
+    obs = torch.zeros(1, 3)
+    dist = policy.distribution(obs)
+    outside = torch.tensor([[3.0]])
+    normal = torch.distributions.Normal(dist.base_dist.mean, dist.base_dist.stddev)
+    assert dist.log_prob(outside).item() == pytest.approx(normal.log_prob(outside).sum().item())
+    assert dist.log_prob(outside).item() < dist.log_prob(torch.tensor([[1.0]])).item()
+
+
+def test_squashed_gaussian_policy_maps_into_the_bounds_and_acts_on_its_mean():
+    space = gym.spaces.Box(np.array([-2.0, 0.0]), np.array([2.0, 1.0]), dtype=np.float32)
+    policy = GaussianPolicy(BOX_OBS, space, squash="tanh", std="state")
+    obs = torch.randn(200, 3)
+    actions = policy.act(obs)
+    assert (actions >= torch.tensor([-2.0, 0.0])).all() and (
+        actions <= torch.tensor([2.0, 1.0])
+    ).all()
+    dist = policy.distribution(obs)
+    assert torch.allclose(policy.act(obs, deterministic=True), dist.mode)
+
+
+def test_actor_critic_value_starts_at_zero_and_shares_the_body_only_when_asked():
+    space = gym.spaces.Discrete(2)
+    obs = torch.randn(8, 3)
+    for shared in (False, True):
+        model = ActorCritic(CategoricalPolicy(BOX_OBS, 2), BOX_OBS, shared=shared)
+        assert torch.equal(model.value(obs), torch.zeros(8))
+        with torch.no_grad():
+            model.value_head.weight.fill_(0.1)
+        model.value(obs).sum().backward()
+        body_grad = model.actor.body[0].weight.grad
+        assert (body_grad is not None and body_grad.abs().sum() > 0) == shared
+        dist, value = model(obs)
+        assert torch.allclose(value, model.value(obs))
+        assert torch.allclose(dist.probs, model.distribution(obs).probs)
+    assert space.n == 2
+
+
+def test_make_policy_picks_the_family_from_the_action_space():
+    assert isinstance(make_policy(BOX_OBS, gym.spaces.Discrete(4)), CategoricalPolicy)
+    assert isinstance(make_policy(BOX_OBS, gym.spaces.Box(-1, 1, (2,))), GaussianPolicy)
+    multi = make_policy(BOX_OBS, gym.spaces.MultiDiscrete([2, 3]))
+    dist = multi.distribution(torch.zeros(1, 3))
+    a = torch.tensor([[1, 2]])
+    parts = dist.parts
+    assert dist.log_prob(a).item() == pytest.approx(
+        (parts[0].log_prob(a[:, 0]) + parts[1].log_prob(a[:, 1])).item()
+    )
+    # Discrete observations are one-hot encoded.
+    tabular = make_policy(gym.spaces.Discrete(5), gym.spaces.Discrete(2), hidden_sizes=())
+    assert tabular.distribution(torch.tensor([0, 4])).probs.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("obs_space", "action_space", "message"),
+    [
+        (BOX_OBS, gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), "unsupported action space"),
+        (BOX_OBS, gym.spaces.Discrete(3, start=1), "start=0"),
+        (gym.spaces.Text(5), gym.spaces.Discrete(2), "unsupported observation space"),
+    ],
+)
+def test_unsupported_spaces_are_named(obs_space, action_space, message):
+    with pytest.raises(UnsupportedSpaceError, match=message):
+        make_policy(obs_space, action_space)

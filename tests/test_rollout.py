@@ -1,0 +1,144 @@
+"""Rollout collection, step by step, against a hand-scripted env under both autoreset modes."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from pgrad.rollout import collect_episodes
+
+
+class ScriptedEnv(gym.Env):
+    """Episode k lasts ``lengths[k]`` steps and ends as ``ends[k]`` ("terminated"/"truncated").
+
+    The observation is 100 * (k + 1) + t: episode k, step t within it (t = 0 after reset), so
+    every stored observation names where it came from. Rewards are 1 per step.
+    """
+
+    observation_space = gym.spaces.Box(0.0, 1e6, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, lengths, ends):
+        self.lengths, self.ends = lengths, ends
+        self.episode = -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return np.array([100.0 * (self.episode + 1) + self.t], dtype=np.float32)
+
+    def step(self, action):
+        self.t += 1
+        k = self.episode % len(self.lengths)
+        done = self.t == self.lengths[k]
+        terminated = done and self.ends[k] == "terminated"
+        truncated = done and self.ends[k] == "truncated"
+        return self._obs(), 1.0, terminated, truncated, {}
+
+
+class ObsValueModel(torch.nn.Module):
+    """A uniform policy whose critic reads the observation: V(s) = s, so values are traceable."""
+
+    def forward(self, obs):
+        return torch.distributions.Categorical(logits=torch.zeros(obs.shape[0], 2)), self.value(obs)
+
+    def value(self, obs):
+        return obs[:, 0].clone()
+
+
+def make_envs(mode, scripts):
+    fns = [lambda s=s: ScriptedEnv(*s) for s in scripts]
+    return SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+SCRIPTS = [
+    ([2, 3], ["terminated", "truncated"]),  # env 0: a 2-step terminated, then a 3-step truncated
+    ([3, 1], ["truncated", "terminated"]),  # env 1: a 3-step truncated, then a 1-step terminated
+]
+
+
+def transitions(batch, env):
+    """(obs, terminated, truncated, next_value) of the masked steps of sub-env ``env``."""
+    m = batch.mask[:, env]
+    return list(
+        zip(
+            batch.obs[m, env, 0].tolist(),
+            batch.terminated[m, env].tolist(),
+            batch.truncated[m, env].tolist(),
+            batch.next_values[m, env].tolist(),
+            strict=True,
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_collect_episodes_keeps_exactly_the_real_transitions(mode):
+    envs = make_envs(mode, SCRIPTS)
+    batch = collect_episodes(envs, ObsValueModel(), episodes_per_env=2, seed=0)
+    # Env 0: episode 1 (obs 100, 101; terminated at its 2nd step), episode 2 (obs 200..202,
+    # truncated at its 3rd step; the next value is V(final obs) = 203 even though the env reset).
+    assert transitions(batch, 0) == [
+        (100.0, False, False, 101.0),
+        (101.0, True, False, 102.0),  # terminated: next value stored but never bootstrapped
+        (200.0, False, False, 201.0),
+        (201.0, False, False, 202.0),
+        (202.0, False, True, 203.0),
+    ]
+    assert transitions(batch, 1) == [
+        (100.0, False, False, 101.0),
+        (101.0, False, False, 102.0),
+        (102.0, False, True, 103.0),
+        (200.0, True, False, 201.0),
+    ]
+    assert sorted(batch.episode_returns.tolist()) == [1.0, 2.0, 3.0, 3.0]
+    assert sorted(batch.episode_lengths.tolist()) == [1, 2, 3, 3]
+    assert batch.steps == 9
+    # Rewards, actions and log-probs of masked steps line up with the real transitions.
+    assert batch.rewards[batch.mask].tolist() == [1.0] * 9
+    assert torch.allclose(batch.log_probs[batch.mask], torch.full((9,), float(np.log(0.5))))
+
+
+def test_next_step_autoreset_steps_are_masked():
+    envs = make_envs(AutoresetMode.NEXT_STEP, SCRIPTS)
+    batch = collect_episodes(envs, ObsValueModel(), episodes_per_env=2, seed=0)
+    obs, mask = batch.obs[:, 0, 0].tolist(), batch.mask[:, 0].tolist()
+    # Env 0's steps: 100, 101 | 102 (final obs; its step is the ignored autoreset step) | 200, ...
+    assert obs[:4] == [100.0, 101.0, 102.0, 200.0]
+    assert mask[:4] == [True, True, False, True]
+    assert batch.rewards[2, 0].item() == 0.0  # the autoreset step's reward is 0 and unused
+
+
+def test_same_step_has_no_autoreset_steps():
+    envs = make_envs(AutoresetMode.SAME_STEP, SCRIPTS)
+    batch = collect_episodes(envs, ObsValueModel(), episodes_per_env=2, seed=0)
+    obs = batch.obs[:, 0, 0].tolist()
+    assert obs[:5] == [100.0, 101.0, 200.0, 201.0, 202.0]
+    assert batch.mask[:5, 0].all()
+
+
+def test_later_episodes_are_masked_so_short_ones_are_not_favoured():
+    # Env 0's episodes are short, env 1's long: env 0 keeps running while env 1 finishes,
+    # but only its first episode counts.
+    scripts = [([1], ["terminated"]), ([5], ["terminated"])]
+    envs = make_envs(AutoresetMode.NEXT_STEP, scripts)
+    batch = collect_episodes(envs, ObsValueModel(), episodes_per_env=1, seed=0)
+    assert batch.mask[:, 0].sum().item() == 1
+    assert batch.mask[:, 1].sum().item() == 5
+    assert sorted(batch.episode_lengths.tolist()) == [1, 5]
+
+
+def test_per_env_quotas_and_policy_without_critic():
+    policy = torch.nn.Module()
+    policy.forward = lambda obs: (
+        torch.distributions.Categorical(logits=torch.zeros(obs.shape[0], 2)),
+        None,
+    )
+    envs = make_envs(AutoresetMode.NEXT_STEP, SCRIPTS)
+    batch = collect_episodes(envs, policy, episodes_per_env=np.array([1, 2]), seed=0)
+    assert len(batch.episode_returns) == 3
+    assert torch.equal(batch.next_values, torch.zeros_like(batch.next_values))
