@@ -121,7 +121,7 @@ def algos(
 ) -> None:
     """List algorithms and their default configs."""
     from pgrad import algos as registry
-    from pgrad.config import keys
+    from pgrad.config import keys, shipped_table
 
     if name is None:
         table = Table("algorithm", "what it is")
@@ -136,6 +136,9 @@ def algos(
     for key, kind in keys(spec.config_cls).items():
         table.add_row(key, str(kind).replace("typing.", ""), repr(defaults[key]))
     console.print(table)
+    for env_id, values in shipped_table(name).items():
+        settings = ", ".join(f"{k}={v}" for k, v in values.items())
+        console.print(f"--env {env_id} overrides (defaults.yaml): {settings}")
 
 
 def main() -> None:

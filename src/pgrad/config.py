@@ -172,11 +172,15 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def shipped_defaults(algo: str, env_id: str) -> dict[str, Any]:
-    """The per-env defaults for ``algo`` in the shipped ``defaults.yaml`` (empty if none)."""
+def shipped_table(algo: str) -> dict[str, dict[str, Any]]:
+    """Every env's defaults for ``algo`` in the shipped ``defaults.yaml``."""
     text = resources.files("pgrad").joinpath("defaults.yaml").read_text()
-    table = yaml.safe_load(text) or {}
-    return dict((table.get(algo) or {}).get(env_id) or {})
+    return (yaml.safe_load(text) or {}).get(algo) or {}
+
+
+def shipped_defaults(algo: str, env_id: str) -> dict[str, Any]:
+    """The per-env defaults for ``algo`` (empty if the env has none)."""
+    return dict(shipped_table(algo).get(env_id) or {})
 
 
 def build(cls: type[Config], layers: list[dict[str, Any]], algo: str) -> Config:
