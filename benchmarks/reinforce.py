@@ -94,9 +94,10 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(f"\nMachine: {machine}, {args.workers} runs at a time, 1 torch thread each")
     print(f"Random policy on {args.env}: {random_mean:.1f} ± {random_std:.1f} (100 episodes)\n")
-    print(
-        f"| algo | seed | final eval return | steps to {args.target:g} | train wall time (s) | SPS |"
+    header = (
+        f"| algo | seed | final eval return | steps to {args.target:g} | train time (s) | SPS |"
     )
+    print(header)
     print("|---|---|---|---|---|---|")
     for r in results:
         to = r["steps_to_target"] if r["steps_to_target"] is not None else "not reached"
