@@ -134,7 +134,8 @@ def algos(
     defaults = {**{f.name: f.default for f in dataclasses.fields(spec.config_cls)}, **spec.preset}
     table = Table("key", "type", "default", title=f"{name}: {spec.summary}")
     for key, kind in keys(spec.config_cls).items():
-        table.add_row(key, str(kind).replace("typing.", ""), repr(defaults[key]))
+        kind_name = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+        table.add_row(key, kind_name, repr(defaults[key]))
     console.print(table)
     for env_id, values in shipped_table(name).items():
         settings = ", ".join(f"{k}={v}" for k, v in values.items())

@@ -56,7 +56,8 @@ class MetricsLogger:
             if math.isfinite(metrics.get("eval_return", float("nan"))):
                 info += f"  eval {metrics['eval_return']:.1f}"
             info += f"  {step / max(elapsed, 1e-9):,.0f} sps"
-            self.progress.update(self.task, completed=step, info=info)
+            total = self.progress.tasks[0].total or step
+            self.progress.update(self.task, completed=min(step, total), info=info)
 
     def close(self) -> None:
         if self.progress is not None:

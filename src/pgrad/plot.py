@@ -51,7 +51,10 @@ def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") 
         if n > 1:
             ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.25)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(metric.replace("_", " "))
+    label = metric.replace("_", " ")
+    if metric == "episode_return":
+        label = "training episode return (sampled actions)"
+    ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
