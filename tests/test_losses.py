@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from pgrad.losses import entropy_bonus, policy_gradient_loss, value_loss
+from pgrad.losses import (
+    approx_kl,
+    clipped_surrogate_loss,
+    entropy_bonus,
+    explained_variance,
+    policy_gradient_loss,
+    value_loss,
+)
 
 
 def test_policy_gradient_loss_value_and_gradient():
@@ -53,3 +60,51 @@ def test_entropy_bonus_is_the_mean_entropy():
     probs = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
     entropy = torch.distributions.Categorical(probs=probs).entropy()
     assert entropy_bonus(entropy).item() == pytest.approx(torch.log(torch.tensor(2.0)).item() / 2)
+
+
+def test_clipped_surrogate_loss_hand_worked():
+    # ratios 1.5, 0.5, 1.1, 0.7 with eps = 0.2 and advantages +2, +1, -1, -3:
+    # t0: min(1.5*2, 1.2*2) = 2.4 (clipped: no incentive above 1 + eps)
+    # t1: min(0.5*1, 0.8*1) = 0.5 (unclipped: the pessimistic side)
+    # t2: min(1.1*-1, 1.1*-1) = -1.1 (inside the range)
+    # t3: min(0.7*-3, 0.8*-3) = -2.4 (clipped on the pessimistic side for negative A)
+    old = torch.zeros(4)
+    ratios = torch.tensor([1.5, 0.5, 1.1, 0.7])
+    log_probs = ratios.log().requires_grad_()
+    advantages = torch.tensor([2.0, 1.0, -1.0, -3.0])
+    loss = clipped_surrogate_loss(log_probs, old, advantages, clip_range=0.2)
+    assert loss.item() == pytest.approx(-(2.4 + 0.5 - 1.1 - 2.4) / 4)
+    loss.backward()
+    # Gradient flows only where the unclipped term is the minimum: d(rho A)/d log pi = rho A.
+    assert log_probs.grad.tolist() == pytest.approx([0.0, -0.5 / 4, 1.1 / 4, 0.0])
+
+
+def test_clipped_surrogate_equals_the_policy_gradient_loss_at_ratio_one():
+    log_probs = torch.tensor([-0.3, -1.2, -0.7], requires_grad=True)
+    advantages = torch.tensor([1.0, -2.0, 0.5])
+    clipped = clipped_surrogate_loss(log_probs, log_probs.detach(), advantages, 0.2)
+    (g1,) = torch.autograd.grad(clipped, log_probs)
+    (g2,) = torch.autograd.grad(policy_gradient_loss(log_probs, advantages), log_probs)
+    assert g1.tolist() == pytest.approx(g2.tolist())
+
+
+def test_approx_kl_is_nonnegative_and_estimates_the_exact_kl():
+    torch.manual_seed(0)
+    old = torch.distributions.Categorical(logits=torch.tensor([0.5, -0.2, 0.1]))
+    new = torch.distributions.Categorical(logits=torch.tensor([0.1, 0.3, -0.4]))
+    actions = old.sample((200_000,))
+    estimate = approx_kl(new.log_prob(actions), old.log_prob(actions))
+    exact = torch.distributions.kl_divergence(old, new)
+    assert estimate.item() == pytest.approx(exact.item(), rel=0.03)
+    per_sample = approx_kl(new.log_prob(actions[:50, None]), old.log_prob(actions[:50, None]))
+    assert per_sample >= 0
+
+
+def test_explained_variance_hand_worked():
+    targets = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert explained_variance(targets, targets) == pytest.approx(1.0)
+    assert explained_variance(torch.full((4,), 2.5), targets) == pytest.approx(0.0)
+    # residuals 1, -1, 1, -1: var 4/3; var(targets) = 5/3 -> 1 - 4/5 = 0.2
+    assert explained_variance(
+        targets - torch.tensor([1.0, -1.0, 1.0, -1.0]), targets
+    ) == pytest.approx(0.2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from pgrad.rollout import collect_episodes
+from pgrad.rollout import Rollout, collect_episodes
 
 
 class ScriptedEnv(gym.Env):
@@ -55,6 +55,8 @@ def make_envs(mode, scripts):
     fns = [lambda s=s: ScriptedEnv(*s) for s in scripts]
     return SyncVectorEnv(fns, autoreset_mode=mode)
 
+
+T, F = True, False
 
 SCRIPTS = [
     ([2, 3], ["terminated", "truncated"]),  # env 0: a 2-step terminated, then a 3-step truncated
@@ -142,3 +144,35 @@ def test_per_env_quotas_and_policy_without_critic():
     batch = collect_episodes(envs, policy, episodes_per_env=np.array([1, 2]), seed=0)
     assert len(batch.episode_returns) == 3
     assert torch.equal(batch.next_values, torch.zeros_like(batch.next_values))
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (
+            AutoresetMode.NEXT_STEP,
+            # (obs, terminated, truncated, next value) of env 0's kept steps, rollout by rollout.
+            [
+                [(100.0, F, F, 101.0), (101.0, T, F, 102.0)],  # then 102: autoreset step, masked
+                [(200.0, F, F, 201.0), (201.0, F, F, 202.0), (202.0, F, T, 203.0)],
+                [(300.0, F, F, 301.0), (301.0, T, F, 302.0)],  # first step: autoreset, masked
+            ],
+        ),
+        (
+            AutoresetMode.SAME_STEP,
+            [
+                [(100.0, F, F, 101.0), (101.0, T, F, 102.0), (200.0, F, F, 201.0)],
+                [(201.0, F, F, 202.0), (202.0, F, T, 203.0), (300.0, F, F, 301.0)],
+                [(301.0, T, F, 302.0), (400.0, F, F, 401.0), (401.0, F, F, 402.0)],
+            ],
+        ),
+    ],
+)
+def test_fixed_length_rollouts_span_episodes_and_bootstrap_at_the_cut(mode, expected):
+    envs = make_envs(mode, SCRIPTS)
+    rollout = Rollout(envs, n_steps=3, seed=0)
+    model = ObsValueModel()
+    for want in expected:
+        batch = rollout.collect(model)
+        assert batch.obs.shape[:2] == (3, 2)
+        assert transitions(batch, 0) == want

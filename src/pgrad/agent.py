@@ -11,7 +11,7 @@ from torch import nn
 
 from pgrad import algos
 from pgrad.config import build
-from pgrad.envs import check_env_id, make_vec_env
+from pgrad.envs import check_env_id, load_normalization_state, make_vec_env
 from pgrad.errors import PgradError
 from pgrad.rollout import collect_episodes
 from pgrad.runs import Run, load_checkpoint
@@ -27,11 +27,16 @@ def evaluate(
     seed: int,
     deterministic: bool = True,
     envs: gym.vector.VectorEnv | None = None,
+    normalization: dict[str, torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """Undiscounted returns of ``episodes`` episodes, split over up to 10 parallel envs."""
+    """Undiscounted returns of ``episodes`` episodes, split over up to 10 parallel envs.
+
+    With ``normalization`` (saved statistics), observations are normalised by them, frozen."""
     own = envs is None
     if envs is None:
-        envs = make_vec_env(env_id, min(episodes, 10))
+        normalize_obs = bool(normalization) and "obs_mean" in normalization
+        envs = make_vec_env(env_id, min(episodes, 10), normalize_obs=normalize_obs)
+        load_normalization_state(envs, normalization or {}, frozen=True)
     n = envs.num_envs
     quota = np.full(n, episodes // n)
     quota[: episodes % n] += 1
@@ -55,21 +60,21 @@ class Agent:
         step: int,
         observation_space: gym.Space,
         action_space: gym.Space,
+        normalization: dict[str, torch.Tensor] | None = None,
     ):
-        self.model, self.env_id, self.algo, self.config, self.step = (
-            model,
-            env_id,
-            algo,
-            config,
-            step,
-        )
+        self.model, self.env_id, self.algo = model, env_id, algo
+        self.config, self.step = config, step
         self.observation_space, self.action_space = observation_space, action_space
+        self.normalization = normalization or {}
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for one observation or a batch, ready for ``env.step`` (clipped to a Box)."""
         obs = np.asarray(obs)
         single = obs.shape == self.observation_space.shape
         batch = torch.as_tensor(obs[None] if single else obs, dtype=torch.float32)
+        if "obs_mean" in self.normalization:  # as Gymnasium's NormalizeObservation computes it
+            mean, var = self.normalization["obs_mean"], self.normalization["obs_var"]
+            batch = ((batch - mean) / torch.sqrt(var + 1e-8)).float()
         action = self.model.act(batch, deterministic).numpy()
         if isinstance(self.action_space, gym.spaces.Box):
             action = np.clip(
@@ -83,7 +88,9 @@ class Agent:
         self, episodes: int = 10, seed: int | None = None, deterministic: bool = True
     ) -> np.ndarray:
         seed = self.config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
-        return evaluate(self.model, self.env_id, episodes, seed, deterministic)
+        return evaluate(
+            self.model, self.env_id, episodes, seed, deterministic, normalization=self.normalization
+        )
 
 
 def load(run_dir: str | Path) -> Agent:
@@ -113,4 +120,5 @@ def load(run_dir: str | Path) -> Agent:
             f"checkpoint {str(path)!r} does not fit the run's model: {str(e).splitlines()[0]}"
         ) from None
     model.eval()
-    return Agent(model, env_id, algo, meta, int(state["step"]), *spaces)
+    normalization = state.get("normalization", {})
+    return Agent(model, env_id, algo, meta, int(state["step"]), *spaces, normalization)

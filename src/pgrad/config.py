@@ -45,6 +45,13 @@ class Config:
     normalize_advantage: bool = True
     """Standardise Psi_t over each batch (for plain REINFORCE Psi_t = G_t: the returns)."""
     entropy_coef: float = 0.0
+    normalize_obs: bool = False
+    """Normalise observations by running mean and variance (Gymnasium's NormalizeObservation);
+    the statistics are saved with the agent."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return (Gymnasium's NormalizeReward)."""
+    log_every: int = 2000
+    """Write a metrics row (averaged over the updates since the last) every this many steps."""
     eval_episodes: int = 10
     """Episodes of the final evaluation (deterministic actions)."""
     eval_every: int = 0
@@ -60,6 +67,7 @@ class Config:
         _at_least(self, "n_envs", 1)
         _at_least(self, "eval_episodes", 1)
         _at_least(self, "eval_every", 0)
+        _at_least(self, "log_every", 1)
         _at_least(self, "checkpoint_every", 1)
         _at_least(self, "keep_checkpoints", 1)
         _at_least(self, "threads", 1)

@@ -6,9 +6,17 @@ import difflib
 from typing import Literal
 
 import gymnasium as gym
+import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
 
 from pgrad.errors import PgradError
+
+wrappers = gym.wrappers.vector
+_STATS = [
+    ("obs", wrappers.NormalizeObservation, "obs_rms"),
+    ("return", wrappers.NormalizeReward, "return_rms"),
+]
 
 Vectorization = Literal["auto", "sync", "async", "vector_entry_point"]
 
@@ -32,13 +40,22 @@ def make_vec_env(
     n_envs: int,
     vectorization: Vectorization = "auto",
     autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP,
+    normalize_obs: bool = False,
+    normalize_reward: bool = False,
+    gamma: float = 0.99,
 ) -> gym.vector.VectorEnv:
-    """``n_envs`` copies of ``env_id`` as one Gymnasium vector env.
+    """``n_envs`` copies of ``env_id`` as one Gymnasium vector env, wrapped (inside out) in:
+
+    - ``RecordEpisodeStatistics``: true episode returns in ``info["episode"]``, whatever the
+      wrappers above it do to the rewards;
+    - ``ClipAction`` (``Box`` actions): clips what reaches the env, so the policy's own unclipped
+      samples are what its log-probs are computed on;
+    - ``NormalizeObservation`` (``normalize_obs``): running mean/variance of observations;
+    - ``NormalizeReward`` (``normalize_reward``): rewards divided by the running standard
+      deviation of the discounted return.
 
     ``auto`` uses the env's own vectorised implementation (``vector_entry_point``, e.g. CartPole's)
     when it has one and the default ``NEXT_STEP`` autoreset is asked for, else ``sync``.
-    Continuous actions are clipped to the ``Box`` bounds by Gymnasium's ``ClipAction`` wrapper,
-    so the policy's own (unclipped) samples are what its log-probs are computed on.
     Seeding happens at the first ``reset(seed=...)``.
     """
     spec = check_env_id(env_id)
@@ -52,9 +69,53 @@ def make_vec_env(
         envs = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode=vectorization, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise PgradError(f"env {env_id!r} needs extra packages: {e}") from None
+    envs = wrappers.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
-        envs = gym.wrappers.vector.ClipAction(envs)
+        envs = wrappers.ClipAction(envs)
+    if normalize_obs:
+        envs = wrappers.NormalizeObservation(envs)
+    if normalize_reward:
+        envs = wrappers.NormalizeReward(envs, gamma=gamma)
     return envs
+
+
+def _find(envs: gym.vector.VectorEnv, kind: type) -> gym.vector.VectorEnv | None:
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if isinstance(envs, kind):
+            return envs
+        envs = envs.env
+    return None
+
+
+def normalization_state(envs: gym.vector.VectorEnv) -> dict[str, torch.Tensor]:
+    """The running statistics of the normalisation wrappers, as tensors for a checkpoint."""
+    state = {}
+    for prefix, kind, attr in _STATS:
+        wrapper = _find(envs, kind)
+        if wrapper is not None:
+            rms = getattr(wrapper, attr)
+            state[f"{prefix}_mean"] = torch.as_tensor(np.asarray(rms.mean, dtype=np.float64))
+            state[f"{prefix}_var"] = torch.as_tensor(np.asarray(rms.var, dtype=np.float64))
+            state[f"{prefix}_count"] = torch.tensor(float(rms.count), dtype=torch.float64)
+    return state
+
+
+def load_normalization_state(
+    envs: gym.vector.VectorEnv, state: dict[str, torch.Tensor], frozen: bool = False
+) -> None:
+    """Put saved statistics into ``envs``' wrappers; ``frozen`` stops them updating (evaluation)."""
+    for prefix, kind, attr in _STATS:
+        wrapper = _find(envs, kind)
+        if wrapper is None:
+            continue
+        if f"{prefix}_mean" not in state:
+            raise PgradError(f"no saved {prefix} normalisation statistics for a normalised env")
+        rms = getattr(wrapper, attr)
+        rms.mean = state[f"{prefix}_mean"].numpy().astype(np.asarray(rms.mean).dtype)
+        rms.var = state[f"{prefix}_var"].numpy().astype(np.asarray(rms.var).dtype)
+        rms.count = float(state[f"{prefix}_count"])
+        if frozen:
+            wrapper.update_running_mean = False
 
 
 def autoreset_mode(envs: gym.vector.VectorEnv) -> AutoresetMode:

@@ -19,6 +19,27 @@ def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> t
     return -(log_probs * advantages.detach()).mean()
 
 
+def clipped_surrogate_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+) -> torch.Tensor:
+    """PPO's clipped surrogate, negated for minimisation:
+
+        L(theta) = -mean_t[ min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t) ],
+        rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t) = exp(log_prob - old_log_prob).
+
+    At rho = 1 its gradient is ``policy_gradient_loss``'s; the clip removes the incentive to move
+    rho outside [1 - eps, 1 + eps] in the direction the advantage favours.
+    """
+    ratio = torch.exp(log_probs - old_log_probs.detach())
+    advantages = advantages.detach()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    return -torch.minimum(unclipped, clipped).mean()
+
+
 def value_loss(
     values: torch.Tensor,
     targets: torch.Tensor,
@@ -44,3 +65,18 @@ def value_loss(
 def entropy_bonus(entropy: torch.Tensor) -> torch.Tensor:
     """mean_t[ H(pi(.|s_t)) ]; it is subtracted from the loss (times ``entropy_coef``)."""
     return entropy.mean()
+
+
+def approx_kl(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(pi_old || pi_theta) estimated on samples from pi_old with the k3 estimator
+    mean[(rho - 1) - log rho], rho = pi_theta / pi_old: unbiased and never negative."""
+    log_ratio = log_probs - old_log_probs
+    return ((log_ratio.exp() - 1.0) - log_ratio).mean()
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var[target - prediction] / Var[target]: 1 is a perfect critic, 0 a constant one."""
+    variance = targets.var()
+    if variance == 0:
+        return float("nan")
+    return float(1.0 - (targets - predictions).var() / variance)

@@ -56,13 +56,17 @@ class _Storage:
         self.tensors: dict[str, torch.Tensor] = {}
 
     def put(self, **row: torch.Tensor) -> None:
-        if not self.tensors:
-            self.tensors = {
-                k: torch.zeros((self.capacity, *v.shape), dtype=v.dtype) for k, v in row.items()
-            }
-        elif self.t == self.capacity:
-            self.tensors = {k: torch.cat([v, torch.zeros_like(v)]) for k, v in self.tensors.items()}
-            self.capacity *= 2
+        # Allocated as normal tensors (not inference tensors), so a Batch can feed autograd.
+        with torch.inference_mode(False):
+            if not self.tensors:
+                self.tensors = {
+                    k: torch.zeros((self.capacity, *v.shape), dtype=v.dtype) for k, v in row.items()
+                }
+            elif self.t == self.capacity:
+                self.tensors = {
+                    k: torch.cat([v, torch.zeros_like(v)]) for k, v in self.tensors.items()
+                }
+                self.capacity *= 2
         for k, v in row.items():
             self.tensors[k][self.t] = v
         self.t += 1
@@ -77,6 +81,98 @@ def _final_obs(info: dict, done: np.ndarray, next_obs: np.ndarray) -> np.ndarray
     for i in np.flatnonzero(done & info["_final_obs"]):
         obs[i] = info["final_obs"][i]
     return obs
+
+
+class _Stepper:
+    """A vector env's running state between steps: the current observations, which sub-envs
+    autoreset on the next step (NEXT_STEP), and the returns of the episodes under way."""
+
+    def __init__(self, envs: gym.vector.VectorEnv):
+        self.envs = envs
+        self.n = envs.num_envs
+        self.same_step = autoreset_mode(envs) == AutoresetMode.SAME_STEP
+        self.action_shape = envs.single_action_space.shape
+        self.zeros = torch.zeros(self.n)
+
+    def reset(self, seed: int | None) -> None:
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.autoreset = np.zeros(self.n, dtype=bool)
+        self.running_return = np.zeros(self.n)
+        self.running_length = np.zeros(self.n, dtype=np.int64)
+        self.episode_returns: list[float] = []
+        self.episode_lengths: list[int] = []
+
+    def step(
+        self,
+        model: Policy | ActorCritic,
+        store: _Storage,
+        keep: np.ndarray | bool,
+        deterministic: bool,
+    ) -> np.ndarray:
+        """Act in every sub-env and store the transition; ``mask`` = ``keep`` and not an autoreset
+        step. Returns which sub-envs ended a kept episode."""
+        obs_t = torch.as_tensor(self.obs, dtype=torch.float32)
+        dist, value = model(obs_t)
+        self.has_critic = value is not None
+        action = mode(dist) if deterministic else dist.sample()
+        log_prob = dist.log_prob(action)
+        next_obs, reward, terminated, truncated, info = self.envs.step(
+            action.numpy().reshape(self.n, *self.action_shape)
+        )
+        done = terminated | truncated
+        valid = keep & ~self.autoreset
+        final_value = self.zeros
+        if self.same_step and value is not None and (done & valid).any():
+            final_obs = _final_obs(info, done, next_obs)
+            final_value = model.value(torch.as_tensor(final_obs, dtype=torch.float32))
+        store.put(
+            obs=obs_t,
+            actions=action,
+            log_probs=log_prob,
+            rewards=torch.as_tensor(reward, dtype=torch.float32),
+            terminated=torch.as_tensor(terminated),
+            truncated=torch.as_tensor(truncated),
+            values=self.zeros if value is None else value,
+            final_values=final_value,
+            mask=torch.as_tensor(valid),
+        )
+        self.running_return += np.where(valid, reward, 0.0)
+        self.running_length += valid
+        ended = done & valid
+        # The true return, from RecordEpisodeStatistics beneath any reward normalisation.
+        episode = info.get("episode")
+        for i in np.flatnonzero(ended):
+            true_return = episode["r"][i] if episode is not None else self.running_return[i]
+            self.episode_returns.append(float(true_return))
+            self.episode_lengths.append(int(self.running_length[i]))
+        self.running_return[done] = 0.0
+        self.running_length[done] = 0
+        if not self.same_step:
+            self.autoreset = done
+        self.obs = next_obs
+        return ended
+
+    def batch(self, model: Policy | ActorCritic, store: _Storage) -> Batch:
+        """The stored steps as a ``Batch``, with V(s_{t+1}) of every step's true successor."""
+        data = store.view()
+        values = data.pop("values")
+        final_values = data.pop("final_values")
+        last_value = self.zeros
+        if self.has_critic:  # V of the observation after the last step
+            last_value = model.value(torch.as_tensor(self.obs, dtype=torch.float32))
+        next_values = torch.cat([values[1:], last_value[None]])
+        if self.same_step:
+            ended = data["terminated"] | data["truncated"]
+            next_values = torch.where(ended, final_values, next_values)
+        batch = Batch(
+            **data,
+            values=values,
+            next_values=next_values,
+            episode_returns=np.asarray(self.episode_returns),
+            episode_lengths=np.asarray(self.episode_lengths, dtype=np.int64),
+        )
+        self.episode_returns, self.episode_lengths = [], []
+        return batch
 
 
 @torch.inference_mode()
@@ -94,71 +190,33 @@ def collect_episodes(
     end" instead would favour short ones and bias the gradient). An episode cut by a time limit
     counts as finished; ``next_values`` holds V of its final observation for bootstrapping.
     """
-    n = envs.num_envs
-    quota = np.broadcast_to(np.asarray(episodes_per_env), (n,))
-    same_step = autoreset_mode(envs) == AutoresetMode.SAME_STEP
-    action_shape = envs.single_action_space.shape
-    obs, _ = envs.reset(seed=seed)
-    finished = np.zeros(n, dtype=np.int64)
-    autoreset = np.zeros(n, dtype=bool)
-    running_return = np.zeros(n)
-    running_length = np.zeros(n, dtype=np.int64)
-    episode_returns: list[float] = []
-    episode_lengths: list[int] = []
+    stepper = _Stepper(envs)
+    stepper.reset(seed)
+    quota = np.broadcast_to(np.asarray(episodes_per_env), (stepper.n,))
+    finished = np.zeros(stepper.n, dtype=np.int64)
     store = _Storage(capacity=256)
-    zeros = torch.zeros(n)
-
     while (finished < quota).any():
-        obs_t = torch.as_tensor(obs, dtype=torch.float32)
-        dist, value = model(obs_t)
-        action = mode(dist) if deterministic else dist.sample()
-        log_prob = dist.log_prob(action)
-        next_obs, reward, terminated, truncated, info = envs.step(
-            action.numpy().reshape(n, *action_shape)
-        )
-        done = terminated | truncated
-        valid = (finished < quota) & ~autoreset
-        next_value = zeros
-        if same_step and value is not None and (done & valid).any():
-            next_value = model.value(
-                torch.as_tensor(_final_obs(info, done, next_obs), dtype=torch.float32)
-            )
-        store.put(
-            obs=obs_t,
-            actions=action,
-            log_probs=log_prob,
-            rewards=torch.as_tensor(reward, dtype=torch.float32),
-            terminated=torch.as_tensor(terminated),
-            truncated=torch.as_tensor(truncated),
-            values=zeros if value is None else value,
-            final_values=next_value,
-            mask=torch.as_tensor(valid),
-        )
-        running_return += np.where(valid, reward, 0.0)
-        running_length += valid
-        for i in np.flatnonzero(done & valid):
-            episode_returns.append(float(running_return[i]))
-            episode_lengths.append(int(running_length[i]))
-        running_return[done] = 0.0
-        running_length[done] = 0
-        finished += done & valid
-        autoreset = done if not same_step else autoreset
-        obs = next_obs
+        finished += stepper.step(model, store, finished < quota, deterministic)
+    return stepper.batch(model, store)
 
-    data = store.view()
-    values = data.pop("values")
-    final_values = data.pop("final_values")
-    last_value = zeros
-    if value is not None:
-        last_value = model.value(torch.as_tensor(obs, dtype=torch.float32))
-    next_values = torch.cat([values[1:], last_value[None]])
-    if same_step:
-        ended = data["terminated"] | data["truncated"]
-        next_values = torch.where(ended, final_values, next_values)
-    return Batch(
-        **data,
-        values=values,
-        next_values=next_values,
-        episode_returns=np.asarray(episode_returns),
-        episode_lengths=np.asarray(episode_lengths, dtype=np.int64),
-    )
+
+class Rollout:
+    """Fixed-length rollouts (A2C, PPO): ``n_steps`` steps of every sub-env per ``collect``.
+
+    The envs run on across calls, so episodes span rollouts; the last step of a rollout that did
+    not end its episode bootstraps from V of the next observation. Storage is allocated once and
+    reused: a ``Batch`` is valid until the next ``collect``.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, n_steps: int, seed: int | None = None):
+        self.n_steps = n_steps
+        self.stepper = _Stepper(envs)
+        self.stepper.reset(seed)
+        self.store = _Storage(capacity=n_steps)
+
+    @torch.inference_mode()
+    def collect(self, model: Policy | ActorCritic) -> Batch:
+        self.store.t = 0
+        for _ in range(self.n_steps):
+            self.stepper.step(model, self.store, True, deterministic=False)
+        return self.stepper.batch(model, self.store)

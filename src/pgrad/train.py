@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -15,7 +16,12 @@ import torch
 from pgrad import algos, runs
 from pgrad.agent import EVAL_SEED_OFFSET, evaluate
 from pgrad.config import Config, build, parse_set, read_file, shipped_defaults, to_dict
-from pgrad.envs import check_env_id, make_vec_env
+from pgrad.envs import (
+    check_env_id,
+    load_normalization_state,
+    make_vec_env,
+    normalization_state,
+)
 from pgrad.logging import MetricsLogger
 from pgrad.plot import plot_runs
 
@@ -66,9 +72,12 @@ def train(
     spec = algos.get(algo)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    envs = make_vec_env(env, cfg.n_envs)
-    eval_envs = make_vec_env(env, min(cfg.eval_episodes, 10))
-    algorithm = spec.make(cfg, envs)
+    envs = make_vec_env(
+        env, cfg.n_envs, normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
+        gamma=cfg.gamma,
+    )  # fmt: skip
+    eval_envs = make_vec_env(env, min(cfg.eval_episodes, 10), normalize_obs=cfg.normalize_obs)
+    algorithm = spec.make(cfg, envs, cfg.seed)
     path = runs.create(run_dir, algo, env, cfg.seed)
     meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}
     runs.write_yaml(path / "config.yaml", {**meta, **to_dict(cfg)})
@@ -79,10 +88,13 @@ def train(
             "env": env,
             "model": algorithm.model.state_dict(),
             "optimizer": algorithm.optimizer.state_dict(),
+            "normalization": normalization_state(envs),
         }
         runs.save_checkpoint(path, step, state, cfg.keep_checkpoints)
 
     def evaluation() -> np.ndarray:
+        # The policy sees observations normalised by the training statistics, frozen.
+        load_normalization_state(eval_envs, normalization_state(envs), frozen=True)
         algorithm.model.eval()
         returns = evaluate(
             algorithm.model, env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET, envs=eval_envs
@@ -93,22 +105,26 @@ def train(
     logger = MetricsLogger(path, cfg.steps, progress)
     start = time.perf_counter()
     step = iteration = 0
-    next_eval, next_checkpoint = cfg.eval_every, cfg.checkpoint_every
+    next_eval, next_checkpoint, next_log = cfg.eval_every, cfg.checkpoint_every, cfg.log_every
+    pending: list[dict[str, float]] = []
     try:
         while step < cfg.steps:
-            metrics = algorithm.iterate(seed=cfg.seed if iteration == 0 else None)
+            metrics = algorithm.iterate()
             step += int(metrics.pop("steps"))
             iteration += 1
+            pending.append(metrics)
             eval_return = float("nan")
             if cfg.eval_every and step >= next_eval:
                 eval_return = float(evaluation().mean())
-                while next_eval <= step:
-                    next_eval += cfg.eval_every
-            logger.write(step, {"iteration": iteration, **metrics, "eval_return": eval_return})
+                next_eval = _next(next_eval, step, cfg.eval_every)
+            if step >= next_log or step >= cfg.steps or not math.isnan(eval_return):
+                row = {"iteration": iteration, **_average(pending), "eval_return": eval_return}
+                logger.write(step, row)
+                pending = []
+                next_log = _next(next_log, step, cfg.log_every)
             if step >= next_checkpoint:
                 checkpoint(step)
-                while next_checkpoint <= step:
-                    next_checkpoint += cfg.checkpoint_every
+                next_checkpoint = _next(next_checkpoint, step, cfg.checkpoint_every)
         checkpoint(step)
         train_time = time.perf_counter() - start
         returns = evaluation()
@@ -132,3 +148,26 @@ def train(
     run = runs.Run(path)
     plot_runs([run], path / "learning_curve.png")
     return run
+
+
+def _next(due: int, step: int, every: int) -> int:
+    """The first multiple of ``every`` after ``step``, counting on from ``due``."""
+    while due <= step:
+        due += every
+    return due
+
+
+def _average(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Updates since the last row, merged: episodes summed, episode figures weighted by episodes,
+    everything else averaged over updates."""
+    episodes = sum(r["episodes"] for r in rows)
+    out: dict[str, float] = {"episodes": episodes}
+    for key in rows[0]:
+        if key == "episodes":
+            continue
+        if key.startswith("episode_"):
+            weighted = [(r[key], r["episodes"]) for r in rows if r["episodes"]]
+            out[key] = sum(v * n for v, n in weighted) / episodes if episodes else float("nan")
+        else:
+            out[key] = float(np.mean([r[key] for r in rows]))
+    return out

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 from torch import nn
 
-from pgrad.algos import reinforce
+from pgrad.algos import a2c, actor_critic, ppo, reinforce
 from pgrad.config import Config
 from pgrad.errors import PgradError
 
@@ -20,7 +20,7 @@ class Algorithm(Protocol):
     model: nn.Module
     optimizer: Any
 
-    def iterate(self, seed: int | None = None) -> dict[str, float]: ...
+    def iterate(self) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class AlgoSpec:
     name: str
     summary: str
     config_cls: type[Config]
-    make: Callable[[Any, gym.vector.VectorEnv], Algorithm]
+    make: Callable[[Any, gym.vector.VectorEnv, int | None], Algorithm]
     build_model: Callable[[Any, gym.Space, gym.Space], nn.Module]
     preset: dict[str, Any] = field(default_factory=dict)
     """Config values that define this variant (e.g. ``baseline: true``)."""
@@ -51,6 +51,27 @@ ALGOS: dict[str, AlgoSpec] = {
             reinforce.Reinforce,
             reinforce.build_model,
             {"baseline": True},
+        ),
+        AlgoSpec(
+            "actor_critic",
+            "online one-step actor-critic: Psi_t = TD error, an update after every env step",
+            actor_critic.ActorCriticConfig,
+            actor_critic.OneStepActorCritic,
+            a2c.build_model,
+        ),
+        AlgoSpec(
+            "a2c",
+            "A2C: n-step returns or GAE on synchronous vector envs, one batched update per rollout",
+            a2c.A2CConfig,
+            a2c.A2C,
+            a2c.build_model,
+        ),
+        AlgoSpec(
+            "ppo",
+            "PPO-clip: GAE, several epochs of shuffled minibatches on each rollout",
+            ppo.PPOConfig,
+            ppo.PPO,
+            ppo.build_model,
         ),
     ]
 }

@@ -18,47 +18,36 @@ V_phi(final observation) when there is a critic, and from 0 when there is not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from pgrad.config import Config, ConfigError
+from pgrad.algos import common
+from pgrad.algos.common import PolicyConfig, episode_metrics, gradient_step
+from pgrad.config import ConfigError
 from pgrad.envs import spaces
 from pgrad.losses import entropy_bonus, policy_gradient_loss, value_loss
-from pgrad.policies import ActorCritic, Policy, make_policy
+from pgrad.policies import ActorCritic, Policy
 from pgrad.returns import discounted_returns, normalize
 from pgrad.rollout import collect_episodes
 
 
 @dataclass
-class ReinforceConfig(Config):
+class ReinforceConfig(PolicyConfig):
     episodes_per_env: int = 1
     """Whole episodes each env contributes to one update (episodes per update = this * n_envs)."""
     baseline: bool = False
     """Subtract a learned V(s_t) from G_t."""
-    value_coef: float = 0.5
-    """Weight of the critic's regression loss (with ``baseline``)."""
     value_epochs: int = 1
     """Full-batch critic steps per update (with ``baseline``): the first is taken jointly with the
     policy step, the rest on the value loss alone (Spinning Up's ``train_v_iters``). Returns are
     large (hundreds) and Adam moves each weight by about ``learning_rate`` per step, so a critic
     fitted with one step per update lags far behind G_t."""
-    shared: bool = False
-    """Critic on the policy's own body (with ``baseline``)."""
-    std: Literal["parameter", "state"] = "parameter"
-    """Gaussian policies: state-independent or state-dependent standard deviation."""
-    squash: Literal["tanh"] | None = None
-    """Gaussian policies: squash actions into the Box bounds with tanh."""
-    log_std_init: float = 0.0
 
     def check(self) -> None:
         super().check()
         if self.episodes_per_env < 1:
             raise ConfigError(f"episodes_per_env must be >= 1, got {self.episodes_per_env}")
-        if self.value_coef < 0:
-            raise ConfigError(f"value_coef must be >= 0, got {self.value_coef}")
         if self.value_epochs < 1:
             raise ConfigError(f"value_epochs must be >= 1, got {self.value_epochs}")
 
@@ -66,32 +55,24 @@ class ReinforceConfig(Config):
 def build_model(
     config: ReinforceConfig, observation_space: gym.Space, action_space: gym.Space
 ) -> Policy | ActorCritic:
-    body = {"hidden_sizes": config.hidden_sizes, "activation": config.activation}
-    policy = make_policy(
-        observation_space,
-        action_space,
-        std=config.std,
-        squash=config.squash,
-        log_std_init=config.log_std_init,
-        **body,
-    )
-    if not config.baseline:
-        return policy
-    return ActorCritic(policy, observation_space, shared=config.shared, **body)
+    return common.build_model(config, observation_space, action_space, critic=config.baseline)
 
 
 class Reinforce:
     """Collect ``n_envs * episodes_per_env`` episodes, take one gradient step, repeat."""
 
-    def __init__(self, config: ReinforceConfig, envs: gym.vector.VectorEnv):
-        self.config, self.envs = config, envs
+    def __init__(
+        self, config: ReinforceConfig, envs: gym.vector.VectorEnv, seed: int | None = None
+    ):
+        self.config, self.envs, self.seed = config, envs, seed
         self.model = build_model(config, *spaces(envs))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
 
-    def iterate(self, seed: int | None = None) -> dict[str, float]:
+    def iterate(self) -> dict[str, float]:
         """One update; returns its metrics, including ``steps`` (transitions trained on)."""
         cfg = self.config
-        batch = collect_episodes(self.envs, self.model, cfg.episodes_per_env, seed=seed)
+        batch = collect_episodes(self.envs, self.model, cfg.episodes_per_env, seed=self.seed)
+        self.seed = None  # seed the first reset only; later resets continue the env's RNG
         returns = discounted_returns(
             batch.rewards,
             batch.terminated,
@@ -114,28 +95,18 @@ class Reinforce:
             critic_loss = value_loss(values, returns)
             loss = loss + cfg.value_coef * critic_loss
 
-        grad_norm = self._step(loss)
+        grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
         if values is not None:
             for _ in range(cfg.value_epochs - 1):
                 # Actor gradients are None after zero_grad, so Adam leaves the actor alone.
-                self._step(cfg.value_coef * value_loss(self.model.value(obs), returns))
+                critic_step = cfg.value_coef * value_loss(self.model.value(obs), returns)
+                gradient_step(self.model, self.optimizer, critic_step, cfg.max_grad_norm)
 
         return {
             "steps": batch.steps,
-            "episodes": len(batch.episode_returns),
-            "episode_return": float(np.mean(batch.episode_returns)),
-            "episode_length": float(np.mean(batch.episode_lengths)),
+            **episode_metrics(batch),
             "policy_loss": policy_loss.item(),
             "value_loss": critic_loss.item(),
             "entropy": entropy.item(),
             "grad_norm": grad_norm.item(),
         }
-
-    def _step(self, loss: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on ``loss``, clipping the global gradient norm; returns that norm."""
-        self.optimizer.zero_grad()
-        loss.backward()
-        max_norm = self.config.max_grad_norm or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.optimizer.step()
-        return grad_norm

@@ -1,0 +1,119 @@
+"""A2C: synchronous advantage actor-critic (Mnih et al., 2016, without the asynchrony).
+
+``n_envs`` envs step together for ``n_steps``; then ONE gradient step on all the transitions:
+
+    loss = -mean_t[ log pi(a_t|s_t) A_t ] + value_coef * mean_t[ (V(s_t) - R_t)^2 ]
+           - entropy_coef * mean_t[ H(pi(.|s_t)) ],
+
+with R_t the n-step return that bootstraps from V at the end of the rollout
+(``advantage="nstep"``, the original A2C), or R_t = A_t + V(s_t) with A_t = GAE(gamma, lambda)
+(``advantage="gae"``), and A_t = R_t - V(s_t). Because each step's n-step return runs to the end
+of the rollout, ``nstep`` equals ``gae`` with lambda = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import torch
+
+from pgrad.algos import common
+from pgrad.algos.common import (
+    OnPolicyConfig,
+    episode_metrics,
+    gradient_step,
+    set_learning_rate,
+)
+from pgrad.envs import spaces
+from pgrad.losses import entropy_bonus, explained_variance, policy_gradient_loss, value_loss
+from pgrad.policies import ActorCritic
+from pgrad.returns import gae, normalize, nstep_returns
+from pgrad.rollout import Batch, Rollout
+
+
+@dataclass
+class A2CConfig(OnPolicyConfig):
+    learning_rate: float = 7e-4
+    normalize_advantage: bool = False
+    entropy_coef: float = 0.01
+    max_grad_norm: float | None = 0.5
+    advantage: Literal["nstep", "gae"] = "nstep"
+    """``nstep``: R_t runs to the end of the rollout and bootstraps there; ``gae``: GAE(lambda)."""
+
+
+def build_model(
+    config: A2CConfig, observation_space: gym.Space, action_space: gym.Space
+) -> ActorCritic:
+    return common.build_model(config, observation_space, action_space, critic=True)
+
+
+def advantages_and_targets(batch: Batch, config: A2CConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A_t, R_t) for every step of ``batch``, with R_t the critic's regression target."""
+    if config.advantage == "nstep":
+        targets = nstep_returns(
+            batch.rewards, batch.next_values, batch.terminated, batch.truncated, config.gamma,
+            n=batch.rewards.shape[0],
+        )  # fmt: skip
+        return targets - batch.values, targets
+    advantages = gae(
+        batch.rewards, batch.values, batch.next_values, batch.terminated, batch.truncated,
+        config.gamma, config.gae_lambda,
+    )  # fmt: skip
+    return advantages, advantages + batch.values
+
+
+class A2C:
+    """Collect ``n_steps`` from every env, take one batched gradient step, repeat."""
+
+    def __init__(self, config: A2CConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
+        self.config = config
+        self.model = build_model(config, *spaces(envs))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps
+        )
+        self.rollout = Rollout(envs, config.n_steps, seed)
+        self.steps = 0
+
+    def loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        advantages: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The A2C loss on a set of transitions, and its parts."""
+        cfg = self.config
+        dist, values = self.model(obs)
+        if cfg.normalize_advantage:
+            advantages = normalize(advantages)
+        parts = {
+            "policy_loss": policy_gradient_loss(dist.log_prob(actions), advantages),
+            "value_loss": value_loss(values, targets),
+            "entropy": entropy_bonus(dist.entropy()),
+        }
+        loss = (
+            parts["policy_loss"]
+            + cfg.value_coef * parts["value_loss"]
+            - cfg.entropy_coef * parts["entropy"]
+        )
+        return loss, parts
+
+    def iterate(self) -> dict[str, float]:
+        cfg = self.config
+        lr = set_learning_rate(self.optimizer, cfg, self.steps)
+        batch = self.rollout.collect(self.model)
+        advantages, targets = advantages_and_targets(batch, cfg)
+        m = batch.mask
+        loss, parts = self.loss(batch.obs[m], batch.actions[m], advantages[m], targets[m])
+        grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
+        self.steps += batch.steps
+        return {
+            "steps": batch.steps,
+            **episode_metrics(batch),
+            **{k: v.item() for k, v in parts.items()},
+            "explained_variance": explained_variance(batch.values[m], targets[m]),
+            "grad_norm": grad_norm.item(),
+            "learning_rate": lr,
+        }

@@ -1,0 +1,110 @@
+"""What the algorithms share: the policy settings, building the model, one gradient step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from pgrad.config import Config, ConfigError
+from pgrad.policies import ActorCritic, Policy, make_policy
+from pgrad.rollout import Batch
+
+
+@dataclass
+class PolicyConfig(Config):
+    """Settings of the policy network (and of the critic, for algorithms that have one)."""
+
+    value_coef: float = 0.5
+    """Weight of the critic's regression loss."""
+    shared: bool = False
+    """Critic on the policy's own body instead of a body of its own."""
+    std: Literal["parameter", "state"] = "parameter"
+    """Gaussian policies: state-independent or state-dependent standard deviation."""
+    squash: Literal["tanh"] | None = None
+    """Gaussian policies: squash actions into the Box bounds with tanh."""
+    log_std_init: float = 0.0
+
+    def check(self) -> None:
+        super().check()
+        if self.value_coef < 0:
+            raise ConfigError(f"value_coef must be >= 0, got {self.value_coef}")
+
+
+def build_model(
+    config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space, critic: bool
+) -> Policy | ActorCritic:
+    """The policy for ``action_space``, with a critic V(s) if ``critic``."""
+    body = {"hidden_sizes": config.hidden_sizes, "activation": config.activation}
+    policy = make_policy(
+        observation_space,
+        action_space,
+        std=config.std,
+        squash=config.squash,
+        log_std_init=config.log_std_init,
+        **body,
+    )
+    if not critic:
+        return policy
+    return ActorCritic(policy, observation_space, shared=config.shared, **body)
+
+
+def gradient_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    max_grad_norm: float | None,
+) -> torch.Tensor:
+    """One optimizer step on ``loss``, the global gradient norm clipped to ``max_grad_norm``;
+    returns the norm before clipping."""
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    optimizer.step()
+    return grad_norm
+
+
+@dataclass
+class OnPolicyConfig(PolicyConfig):
+    """Fixed-length rollouts from ``n_envs`` envs, a critic, and Adam (A2C, PPO)."""
+
+    n_steps: int = 5
+    """Steps per env per rollout (rollout size = n_steps * n_envs)."""
+    gae_lambda: float = 1.0
+    adam_eps: float = 1e-5
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over ``steps``."""
+
+    def check(self) -> None:
+        super().check()
+        if self.n_steps < 1:
+            raise ConfigError(f"n_steps must be >= 1, got {self.n_steps}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ConfigError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if not self.adam_eps > 0:
+            raise ConfigError(f"adam_eps must be > 0, got {self.adam_eps}")
+
+
+def set_learning_rate(
+    optimizer: torch.optim.Optimizer, config: OnPolicyConfig, steps: int
+) -> float:
+    """lr = learning_rate * (1 - steps / total) with ``anneal_lr``, else ``learning_rate``."""
+    lr = config.learning_rate
+    if config.anneal_lr:
+        lr *= max(0.0, 1.0 - steps / config.steps)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def episode_metrics(batch: Batch) -> dict[str, float]:
+    """Episodes that ended in ``batch``: their count, mean true return and mean length."""
+    n = len(batch.episode_returns)
+    return {
+        "episodes": n,
+        "episode_return": float(batch.episode_returns.mean()) if n else float("nan"),
+        "episode_length": float(batch.episode_lengths.mean()) if n else float("nan"),
+    }

@@ -1,0 +1,143 @@
+"""PPO-clip (Schulman et al., 2017): several epochs of minibatch steps on each rollout.
+
+Advantages are GAE(gamma, lambda) with value targets R_t = A_t + V_old(s_t); each minibatch step
+minimises
+
+    -mean[ min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t) ]
+    + value_coef * mean[ (V(s_t) - R_t)^2 ]      (optionally clipped around V_old)
+    - entropy_coef * mean[ H(pi(.|s_t)) ],        rho_t = pi(a_t|s_t) / pi_old(a_t|s_t),
+
+with advantages normalised per minibatch. With ``target_kl``, the epochs stop early once the
+approximate KL(pi_old || pi) of a minibatch exceeds 1.5 * target_kl (as Stable-Baselines3 does).
+Diagnostics: approx KL (k3 estimator), clip fraction, explained variance, entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+
+from pgrad.algos import common
+from pgrad.algos.common import (
+    OnPolicyConfig,
+    episode_metrics,
+    gradient_step,
+    set_learning_rate,
+)
+from pgrad.config import ConfigError
+from pgrad.envs import spaces
+from pgrad.losses import (
+    approx_kl,
+    clipped_surrogate_loss,
+    entropy_bonus,
+    explained_variance,
+    value_loss,
+)
+from pgrad.policies import ActorCritic
+from pgrad.returns import gae, normalize
+from pgrad.rollout import Rollout
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    n_steps: int = 256
+    learning_rate: float = 3e-4
+    gae_lambda: float = 0.95
+    batch_size: int = 256
+    """Minibatch size."""
+    n_epochs: int = 10
+    clip_range: float = 0.2
+    clip_range_vf: float | None = None
+    """Clip V around its old value by this much (None: no value clipping)."""
+    target_kl: float | None = None
+    max_grad_norm: float | None = 0.5
+
+    def check(self) -> None:
+        super().check()
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.n_epochs < 1:
+            raise ConfigError(f"n_epochs must be >= 1, got {self.n_epochs}")
+        if not self.clip_range > 0:
+            raise ConfigError(f"clip_range must be > 0, got {self.clip_range}")
+        if self.clip_range_vf is not None and not self.clip_range_vf > 0:
+            raise ConfigError(f"clip_range_vf must be > 0 or null, got {self.clip_range_vf}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ConfigError(f"target_kl must be > 0 or null, got {self.target_kl}")
+
+
+def build_model(
+    config: PPOConfig, observation_space: gym.Space, action_space: gym.Space
+) -> ActorCritic:
+    return common.build_model(config, observation_space, action_space, critic=True)
+
+
+class PPO:
+    def __init__(self, config: PPOConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
+        self.config = config
+        self.model = build_model(config, *spaces(envs))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps
+        )
+        self.rollout = Rollout(envs, config.n_steps, seed)
+        self.steps = 0
+
+    def iterate(self) -> dict[str, float]:
+        cfg = self.config
+        lr = set_learning_rate(self.optimizer, cfg, self.steps)
+        batch = self.rollout.collect(self.model)
+        advantages = gae(
+            batch.rewards, batch.values, batch.next_values, batch.terminated, batch.truncated,
+            cfg.gamma, cfg.gae_lambda,
+        )  # fmt: skip
+        targets = advantages + batch.values
+        m = batch.mask
+        obs, actions, old_log_probs = batch.obs[m], batch.actions[m], batch.log_probs[m]
+        advantages, targets, old_values = advantages[m], targets[m], batch.values[m]
+
+        n = len(obs)
+        totals: dict[str, torch.Tensor] = {}
+        updates = 0
+        stopped_early = False
+        for _ in range(cfg.n_epochs):
+            for idx in torch.randperm(n).split(cfg.batch_size):
+                dist, values = self.model(obs[idx])
+                log_probs = dist.log_prob(actions[idx])
+                adv = normalize(advantages[idx]) if cfg.normalize_advantage else advantages[idx]
+                policy_loss = clipped_surrogate_loss(
+                    log_probs, old_log_probs[idx], adv, cfg.clip_range
+                )
+                critic_loss = value_loss(values, targets[idx], old_values[idx], cfg.clip_range_vf)
+                entropy = entropy_bonus(dist.entropy())
+                with torch.no_grad():
+                    kl = approx_kl(log_probs, old_log_probs[idx])
+                    clipped = ((log_probs - old_log_probs[idx]).exp() - 1.0).abs() > cfg.clip_range
+                if cfg.target_kl is not None and kl.item() > 1.5 * cfg.target_kl:
+                    stopped_early = True
+                    break
+                loss = policy_loss + cfg.value_coef * critic_loss - cfg.entropy_coef * entropy
+                grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
+                step_metrics = {
+                    "policy_loss": policy_loss.detach(),
+                    "value_loss": critic_loss.detach(),
+                    "entropy": entropy.detach(),
+                    "approx_kl": kl,
+                    "clip_fraction": clipped.float().mean(),
+                    "grad_norm": grad_norm,
+                }
+                for key, value in step_metrics.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                updates += 1
+            if stopped_early:
+                break
+        self.steps += batch.steps
+        return {
+            "steps": batch.steps,
+            **episode_metrics(batch),
+            **{k: (v / max(updates, 1)).item() for k, v in totals.items()},
+            "explained_variance": explained_variance(old_values, targets),
+            "learning_rate": lr,
+            "epochs_stopped_early": float(stopped_early),
+        }

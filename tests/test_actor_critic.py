@@ -1,0 +1,112 @@
+"""A2C, one-step actor-critic and PPO: the batched update, learning, normalisation, crash safety."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import pgrad
+from pgrad.algos.a2c import A2C, A2CConfig, advantages_and_targets
+from pgrad.envs import make_vec_env
+from pgrad.runs import checkpoints
+
+
+def test_a2c_takes_one_batched_step_equal_to_the_mean_of_per_env_steps():
+    torch.manual_seed(0)
+    config = A2CConfig(n_envs=4, n_steps=5)
+    algo = A2C(config, make_vec_env("CartPole-v1", 4), seed=0)
+    batch = algo.rollout.collect(algo.model)
+    assert batch.mask.all()  # no CartPole episode ends within 5 steps of a reset
+    advantages, targets = advantages_and_targets(batch, config)
+    params = list(algo.model.parameters())
+
+    def grads(env: slice) -> list[torch.Tensor]:
+        obs, actions = batch.obs[:, env].flatten(0, 1), batch.actions[:, env].flatten(0, 1)
+        adv, tgt = advantages[:, env].flatten(), targets[:, env].flatten()
+        loss, _ = algo.loss(obs, actions, adv, tgt)
+        return torch.autograd.grad(loss, params)
+
+    batched = grads(slice(None))
+    per_env = [grads(slice(i, i + 1)) for i in range(4)]
+    for k, g in enumerate(batched):
+        assert torch.allclose(g, torch.stack([p[k] for p in per_env]).mean(0), atol=1e-6)
+
+    algo.iterate()
+    steps = {int(s["step"]) for s in algo.optimizer.state.values()}
+    assert steps == {1}  # one optimizer step for the whole rollout
+
+
+def test_nstep_advantages_equal_gae_with_lambda_one():
+    torch.manual_seed(0)
+    envs = make_vec_env("CartPole-v1", 3)
+    algo = A2C(A2CConfig(n_envs=3, n_steps=64), envs, seed=1)
+    with torch.no_grad():
+        algo.model.value_head.weight.normal_()  # a non-trivial critic
+    batch = algo.rollout.collect(algo.model)
+    assert (batch.terminated | batch.truncated).any()  # episodes end inside the rollout
+    nstep, _ = advantages_and_targets(batch, A2CConfig(advantage="nstep"))
+    gae1, _ = advantages_and_targets(batch, A2CConfig(advantage="gae", gae_lambda=1.0))
+    assert torch.allclose(nstep[batch.mask], gae1[batch.mask], atol=1e-4)
+
+
+def test_ppo_learns_cartpole(tmp_path):
+    run = pgrad.train("ppo", "CartPole-v1", steps=40_000, seed=0, run_dir=tmp_path / "r")
+    assert run.summary["mean_return"] > 200, run.summary
+    rows = run.metrics()
+    assert {"approx_kl", "clip_fraction", "explained_variance", "entropy"} <= set(rows[0])
+    assert rows[-1]["entropy"] < rows[0]["entropy"]
+
+
+def test_a2c_learns_cartpole(tmp_path):
+    run = pgrad.train("a2c", "CartPole-v1", steps=60_000, seed=0, run_dir=tmp_path / "r")
+    late = np.nanmean([r["episode_return"] for r in run.metrics()[-5:]])
+    assert late > 100, late
+
+
+def test_normalized_observations_are_saved_and_used_by_load(tmp_path):
+    run = pgrad.train(
+        "ppo", "CartPole-v1", steps=6000, seed=2, normalize_obs=True, normalize_reward=True,
+        eval_episodes=5, run_dir=tmp_path / "r",
+    )  # fmt: skip
+    agent = pgrad.load(run.path)
+    mean, var = agent.normalization["obs_mean"], agent.normalization["obs_var"]
+    assert mean.abs().sum() > 0 and not torch.allclose(var, torch.ones_like(var))
+    # The loaded agent evaluates exactly as training's final evaluation did.
+    assert agent.evaluate(5).mean() == pytest.approx(run.summary["mean_return"])
+    # act() on raw observations applies the saved statistics.
+    raw = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    normalized = (torch.as_tensor(raw) - mean) / torch.sqrt(var + 1e-8)
+    expected = agent.model.act(normalized.float(), deterministic=True).numpy()
+    assert np.array_equal(agent.act(raw, deterministic=True), expected)
+
+
+def test_a_run_killed_at_a_random_moment_leaves_a_loadable_checkpoint(tmp_path):
+    rng = random.Random(0)
+    for attempt in range(3):
+        run_dir = tmp_path / f"run{attempt}"
+        command = [
+            sys.executable, "-m", "pgrad", "train", "ppo", "--env", "CartPole-v1",
+            "--steps", "10000000", "--run-dir", str(run_dir), "--no-progress",
+            "--set", "checkpoint_every=500", "--set", "keep_checkpoints=2",
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (run_dir / "checkpoints").is_dir() or not checkpoints(run_dir):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        agent = pgrad.load(run_dir)
+        assert len(agent.evaluate(2)) == 2
+        result = subprocess.run(
+            [sys.executable, "-m", "pgrad", "eval", str(run_dir), "--episodes", "2", "--json"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
