@@ -110,3 +110,20 @@ def test_a_run_killed_at_a_random_moment_leaves_a_loadable_checkpoint(tmp_path):
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("algo", ["a2c", "ppo", "actor_critic"])
+def test_continuous_actions_in_subprocess_envs(tmp_path, algo):
+    run = pgrad.train(
+        algo, "Pendulum-v1", steps=600, n_envs=2, n_steps=1 if algo == "actor_critic" else 50,
+        vectorization="async", eval_episodes=1, run_dir=tmp_path / "r",
+        **({"batch_size": 25} if algo == "ppo" else {}),
+    )  # fmt: skip
+    assert run.summary["steps"] >= 600 and np.isfinite(run.summary["mean_return"])
+    actions = pgrad.load(run.path).act(np.zeros((5, 3), dtype=np.float32))
+    assert actions.shape == (5, 1) and np.all(np.abs(actions) <= 2.0)
+
+
+def test_actor_critic_refuses_multi_step_rollouts():
+    with pytest.raises(pgrad.PgradError, match="actor_critic is one-step"):
+        pgrad.train("actor_critic", "CartPole-v1", n_steps=5)

@@ -35,6 +35,9 @@ class Config:
     seed: int = 0
     n_envs: int = 8
     """Parallel environments in the vector env."""
+    vectorization: Literal["auto", "sync", "async"] = "auto"
+    """Gymnasium vector env: ``auto`` takes the env's native vectorised version where it has one
+    (CartPole), else ``sync`` (one process); ``async`` runs each env in a subprocess."""
     learning_rate: float = 1e-3
     gamma: float = 0.99
     """Discount factor."""

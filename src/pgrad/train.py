@@ -73,8 +73,8 @@ def train(
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     envs = make_vec_env(
-        env, cfg.n_envs, normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward,
-        gamma=cfg.gamma,
+        env, cfg.n_envs, cfg.vectorization, normalize_obs=cfg.normalize_obs,
+        normalize_reward=cfg.normalize_reward, gamma=cfg.gamma,
     )  # fmt: skip
     eval_envs = make_vec_env(env, min(cfg.eval_episodes, 10), normalize_obs=cfg.normalize_obs)
     algorithm = spec.make(cfg, envs, cfg.seed)
@@ -169,5 +169,6 @@ def _average(rows: list[dict[str, float]]) -> dict[str, float]:
             weighted = [(r[key], r["episodes"]) for r in rows if r["episodes"]]
             out[key] = sum(v * n for v, n in weighted) / episodes if episodes else float("nan")
         else:
-            out[key] = float(np.mean([r[key] for r in rows]))
+            finite = [r[key] for r in rows if not math.isnan(r[key])]
+            out[key] = float(np.mean(finite)) if finite else float("nan")
     return out

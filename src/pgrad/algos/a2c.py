@@ -32,6 +32,8 @@ from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize, nstep_returns
 from pgrad.rollout import Batch, Rollout
 
+LOSS_METRICS = ["policy_loss", "value_loss", "entropy", "explained_variance", "grad_norm"]
+
 
 @dataclass
 class A2CConfig(OnPolicyConfig):
@@ -104,16 +106,16 @@ class A2C:
         cfg = self.config
         lr = set_learning_rate(self.optimizer, cfg, self.steps)
         batch = self.rollout.collect(self.model)
+        metrics = {"steps": batch.steps, **episode_metrics(batch), "learning_rate": lr}
+        metrics.update(dict.fromkeys(LOSS_METRICS, float("nan")))
+        if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
+            return metrics
         advantages, targets = advantages_and_targets(batch, cfg)
         m = batch.mask
         loss, parts = self.loss(batch.obs[m], batch.actions[m], advantages[m], targets[m])
         grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
         self.steps += batch.steps
-        return {
-            "steps": batch.steps,
-            **episode_metrics(batch),
-            **{k: v.item() for k, v in parts.items()},
-            "explained_variance": explained_variance(batch.values[m], targets[m]),
-            "grad_norm": grad_norm.item(),
-            "learning_rate": lr,
-        }
+        metrics.update({k: v.item() for k, v in parts.items()})
+        metrics["explained_variance"] = explained_variance(batch.values[m], targets[m])
+        metrics["grad_norm"] = grad_norm.item()
+        return metrics

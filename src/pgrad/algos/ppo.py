@@ -39,6 +39,8 @@ from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize
 from pgrad.rollout import Rollout
 
+METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
+
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
@@ -136,7 +138,7 @@ class PPO:
         return {
             "steps": batch.steps,
             **episode_metrics(batch),
-            **{k: (v / max(updates, 1)).item() for k, v in totals.items()},
+            **{k: (totals[k] / updates).item() if updates else float("nan") for k in METRICS},
             "explained_variance": explained_variance(old_values, targets),
             "learning_rate": lr,
             "epochs_stopped_early": float(stopped_early),

@@ -1,0 +1,224 @@
+"""Final returns of pgrad (its shipped defaults) beside Stable-Baselines3 (rl-zoo hyperparameters).
+
+    pip install -e '.[bench]'
+    python benchmarks/returns.py --rows ppo-CartPole-v1 a2c-CartPole-v1 --seeds 0 1 2
+
+Each (row, library, seed) trains for the row's step budget with one torch thread, then evaluates
+10 deterministic episodes (SB3: ``evaluate_policy`` on a fresh env seeded ``seed + 10000``,
+observation statistics frozen where the row normalises; pgrad: its own final evaluation).
+Runs go ``--workers`` at a time. Prints a Markdown table: mean ± std over seeds of the final
+evaluation, the per-seed values, median training wall time and median SPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+
+def lin(value: float):
+    """rl-zoo's ``lin_X``: X decayed linearly to 0 over training."""
+    return lambda progress_remaining: progress_remaining * value
+
+
+ZOO_PPO_CARTPOLE = {
+    "n_envs": 8,
+    "n_steps": 32,
+    "batch_size": 256,
+    "gae_lambda": 0.8,
+    "gamma": 0.98,
+    "n_epochs": 20,
+    "ent_coef": 0.0,
+    "learning_rate": ("lin", 1e-3),
+    "clip_range": ("lin", 0.2),
+}
+ROWS: dict[str, dict[str, Any]] = {
+    "ppo-CartPole-v1": {
+        "algo": "ppo",
+        "env": "CartPole-v1",
+        "steps": 100_000,
+        "sb3": ZOO_PPO_CARTPOLE,
+    },
+    "ppo-Acrobot-v1": {
+        "algo": "ppo",
+        "env": "Acrobot-v1",
+        "steps": 500_000,
+        "sb3": {
+            "normalize": True,
+            "n_envs": 16,
+            "n_steps": 256,
+            "gae_lambda": 0.94,
+            "gamma": 0.99,
+            "n_epochs": 4,
+            "ent_coef": 0.0,
+        },
+    },
+    "ppo-Pendulum-v1": {
+        "algo": "ppo",
+        "env": "Pendulum-v1",
+        "steps": 200_000,
+        "sb3": {
+            "n_envs": 4,
+            "n_steps": 1024,
+            "gae_lambda": 0.95,
+            "gamma": 0.9,
+            "n_epochs": 10,
+            "ent_coef": 0.0,
+            "learning_rate": 1e-3,
+            "clip_range": 0.2,
+            "use_sde": True,
+            "sde_sample_freq": 4,
+        },
+    },
+    "a2c-CartPole-v1": {
+        "algo": "a2c",
+        "env": "CartPole-v1",
+        "steps": 500_000,
+        "sb3": {"n_envs": 8, "ent_coef": 0.0},
+    },
+    "a2c-Pendulum-v1": {
+        "algo": "a2c",
+        "env": "Pendulum-v1",
+        "steps": 1_000_000,
+        "sb3": {
+            "normalize": True,
+            "n_envs": 8,
+            "n_steps": 8,
+            "gae_lambda": 0.9,
+            "gamma": 0.9,
+            "use_sde": True,
+            "ent_coef": 0.0,
+            "max_grad_norm": 0.5,
+            "learning_rate": ("lin", 7e-4),
+            "use_rms_prop": True,
+            "normalize_advantage": False,
+            "policy_kwargs": {"log_std_init": -2, "ortho_init": False},
+        },
+    },
+    "actor_critic-CartPole-v1": {"algo": "actor_critic", "env": "CartPole-v1", "steps": 500_000},
+}
+
+
+def run_pgrad(row: str, seed: int) -> dict[str, Any]:
+    import pgrad
+
+    spec = ROWS[row]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = pgrad.train(
+            spec["algo"], spec["env"], steps=spec["steps"], seed=seed, run_dir=f"{tmp}/r"
+        )
+        summary = run.summary
+    return {
+        "row": row,
+        "library": "pgrad",
+        "seed": seed,
+        "return": summary["mean_return"],
+        "train_time_s": summary["train_time_s"],
+        "sps": summary["sps"],
+        "steps": summary["steps"],
+    }
+
+
+def run_sb3(row: str, seed: int) -> dict[str, Any]:
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)
+    spec = ROWS[row]
+    kwargs = {
+        k: lin(v[1]) if isinstance(v, tuple) and v[0] == "lin" else v
+        for k, v in spec["sb3"].items()
+    }
+    n_envs, normalize = kwargs.pop("n_envs"), kwargs.pop("normalize", False)
+    env = make_vec_env(spec["env"], n_envs=n_envs, seed=seed)
+    if normalize:
+        env = VecNormalize(env, gamma=kwargs.get("gamma", 0.99))
+    cls = {"ppo": PPO, "a2c": A2C}[spec["algo"]]
+    model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    start = time.perf_counter()
+    model.learn(spec["steps"])
+    train_time = time.perf_counter() - start
+    eval_env = make_vec_env(spec["env"], n_envs=1, seed=seed + 10_000)
+    if normalize:
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+        eval_env.obs_rms = env.obs_rms
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    return {
+        "row": row,
+        "library": "sb3",
+        "seed": seed,
+        "return": float(mean),
+        "train_time_s": round(train_time, 1),
+        "sps": round(model.num_timesteps / train_time, 1),
+        "steps": model.num_timesteps,
+    }
+
+
+def run(job: tuple[str, str, int]) -> dict[str, Any]:
+    library, row, seed = job
+    return (run_pgrad if library == "pgrad" else run_sb3)(row, seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--libraries", nargs="+", default=["pgrad", "sb3"], choices=["pgrad", "sb3"]
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    jobs = [
+        (lib, row, seed)
+        for row in args.rows
+        for seed in args.seeds
+        for lib in args.libraries
+        if lib == "pgrad" or "sb3" in ROWS[row]
+    ]
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(run, jobs))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    machine = platform.processor() or platform.machine()
+    print(f"\nMachine: {machine}, {args.workers} runs at a time, 1 torch thread each\n")
+    print(
+        "| algo | env | steps | library | final eval (mean ± std over seeds) | per seed"
+        " | median train time (s) | median SPS |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in args.rows:
+        for lib in args.libraries:
+            rs = [r for r in results if r["row"] == row and r["library"] == lib]
+            if not rs:
+                continue
+            values = [r["return"] for r in rs]
+            spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+            cells = [
+                ROWS[row]["algo"],
+                ROWS[row]["env"],
+                f"{ROWS[row]['steps']:,}",
+                lib,
+                f"{statistics.mean(values):.1f} ± {spread:.1f}",
+                ", ".join(f"{v:.1f}" for v in values),
+                f"{statistics.median(r['train_time_s'] for r in rs):.0f}",
+                f"{statistics.median(r['sps'] for r in rs):,.0f}",
+            ]
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
