@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 from torch import nn
 
-from pgrad.algos import a2c, actor_critic, ppo, reinforce
+from pgrad.algos import a2c, actor_critic, common, ppo, reinforce
 from pgrad.config import Config
 from pgrad.errors import PgradError
 
@@ -57,21 +57,21 @@ ALGOS: dict[str, AlgoSpec] = {
             "online one-step actor-critic: Psi_t = TD error, an update after every env step",
             actor_critic.ActorCriticConfig,
             actor_critic.OneStepActorCritic,
-            a2c.build_model,
+            common.build_actor_critic,
         ),
         AlgoSpec(
             "a2c",
             "A2C: n-step returns or GAE on synchronous vector envs, one batched update per rollout",
             a2c.A2CConfig,
             a2c.A2C,
-            a2c.build_model,
+            common.build_actor_critic,
         ),
         AlgoSpec(
             "ppo",
             "PPO-clip: GAE, several epochs of shuffled minibatches on each rollout",
             ppo.PPOConfig,
             ppo.PPO,
-            ppo.build_model,
+            common.build_actor_critic,
         ),
     ]
 }

@@ -16,21 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import gymnasium as gym
 import torch
 
-from pgrad.algos import common
 from pgrad.algos.common import (
+    OnPolicy,
     OnPolicyConfig,
     episode_metrics,
     gradient_step,
     set_learning_rate,
 )
-from pgrad.envs import spaces
 from pgrad.losses import entropy_bonus, explained_variance, policy_gradient_loss, value_loss
-from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize, nstep_returns
-from pgrad.rollout import Batch, Rollout
+from pgrad.rollout import Batch
 
 LOSS_METRICS = ["policy_loss", "value_loss", "entropy", "explained_variance", "grad_norm"]
 
@@ -43,12 +40,6 @@ class A2CConfig(OnPolicyConfig):
     max_grad_norm: float | None = 0.5
     advantage: Literal["nstep", "gae"] = "nstep"
     """``nstep``: R_t runs to the end of the rollout and bootstraps there; ``gae``: GAE(lambda)."""
-
-
-def build_model(
-    config: A2CConfig, observation_space: gym.Space, action_space: gym.Space
-) -> ActorCritic:
-    return common.build_model(config, observation_space, action_space, critic=True)
 
 
 def advantages_and_targets(batch: Batch, config: A2CConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,17 +57,10 @@ def advantages_and_targets(batch: Batch, config: A2CConfig) -> tuple[torch.Tenso
     return advantages, advantages + batch.values
 
 
-class A2C:
+class A2C(OnPolicy):
     """Collect ``n_steps`` from every env, take one batched gradient step, repeat."""
 
-    def __init__(self, config: A2CConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
-        self.config = config
-        self.model = build_model(config, *spaces(envs))
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps
-        )
-        self.rollout = Rollout(envs, config.n_steps, seed)
-        self.steps = 0
+    config: A2CConfig
 
     def loss(
         self,

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from pgrad.config import Config, ConfigError
+from pgrad.envs import spaces
 from pgrad.policies import ActorCritic, Policy, make_policy
-from pgrad.rollout import Batch
+from pgrad.rollout import Batch, Rollout
 
 
 @dataclass
@@ -108,3 +109,22 @@ def episode_metrics(batch: Batch) -> dict[str, float]:
         "episode_return": float(batch.episode_returns.mean()) if n else float("nan"),
         "episode_length": float(batch.episode_lengths.mean()) if n else float("nan"),
     }
+
+
+def build_actor_critic(
+    config: OnPolicyConfig, observation_space: gym.Space, action_space: gym.Space
+) -> ActorCritic:
+    return build_model(config, observation_space, action_space, critic=True)
+
+
+class OnPolicy:
+    """What A2C and PPO set up alike: an actor-critic, Adam, and a fixed-length rollout."""
+
+    def __init__(self, config: OnPolicyConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
+        self.config = config
+        self.model = build_actor_critic(config, *spaces(envs))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps
+        )
+        self.rollout = Rollout(envs, config.n_steps, seed)
+        self.steps = 0

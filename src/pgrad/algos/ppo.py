@@ -16,18 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 
-from pgrad.algos import common
 from pgrad.algos.common import (
+    OnPolicy,
     OnPolicyConfig,
     episode_metrics,
     gradient_step,
     set_learning_rate,
 )
 from pgrad.config import ConfigError
-from pgrad.envs import spaces
 from pgrad.losses import (
     approx_kl,
     clipped_surrogate_loss,
@@ -35,9 +33,7 @@ from pgrad.losses import (
     explained_variance,
     value_loss,
 )
-from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize
-from pgrad.rollout import Rollout
 
 METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
 
@@ -70,21 +66,8 @@ class PPOConfig(OnPolicyConfig):
             raise ConfigError(f"target_kl must be > 0 or null, got {self.target_kl}")
 
 
-def build_model(
-    config: PPOConfig, observation_space: gym.Space, action_space: gym.Space
-) -> ActorCritic:
-    return common.build_model(config, observation_space, action_space, critic=True)
-
-
-class PPO:
-    def __init__(self, config: PPOConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
-        self.config = config
-        self.model = build_model(config, *spaces(envs))
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps
-        )
-        self.rollout = Rollout(envs, config.n_steps, seed)
-        self.steps = 0
+class PPO(OnPolicy):
+    config: PPOConfig
 
     def iterate(self) -> dict[str, float]:
         cfg = self.config
