@@ -75,7 +75,10 @@ class OnPolicyConfig(PolicyConfig):
     n_steps: int = 5
     """Steps per env per rollout (rollout size = n_steps * n_envs)."""
     gae_lambda: float = 1.0
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """``rmsprop`` is Stable-Baselines3's A2C default (alpha 0.99)."""
     adam_eps: float = 1e-5
+    """epsilon of the optimizer (Adam's, or RMSprop's)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly to 0 over ``steps``."""
 
@@ -123,8 +126,10 @@ class OnPolicy:
     def __init__(self, config: OnPolicyConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
         self.config = config
         self.model = build_actor_critic(config, *spaces(envs))
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps
-        )
+        params, lr, eps = self.model.parameters(), config.learning_rate, config.adam_eps
+        if config.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=eps)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps)
         self.rollout = Rollout(envs, config.n_steps, seed)
         self.steps = 0
