@@ -60,6 +60,20 @@ ROWS: dict[str, dict[str, Any]] = {
             "ent_coef": 0.0,
         },
     },
+    "ppo-LunarLander-v3": {
+        "algo": "ppo",
+        "env": "LunarLander-v3",
+        "steps": 1_000_000,
+        "sb3": {
+            "n_envs": 16,
+            "n_steps": 1024,
+            "batch_size": 64,
+            "gae_lambda": 0.98,
+            "gamma": 0.999,
+            "n_epochs": 4,
+            "ent_coef": 0.01,
+        },
+    },
     "ppo-Pendulum-v1": {
         "algo": "ppo",
         "env": "Pendulum-v1",
