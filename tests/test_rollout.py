@@ -6,6 +6,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from pgrad.envs import make_vec_env
 from pgrad.rollout import Rollout, collect_episodes
 
 
@@ -176,3 +177,13 @@ def test_fixed_length_rollouts_span_episodes_and_bootstrap_at_the_cut(mode, expe
         batch = rollout.collect(model)
         assert batch.obs.shape[:2] == (3, 2)
         assert transitions(batch, 0) == want
+
+
+def test_episode_returns_are_true_returns_under_reward_normalisation():
+    envs = make_vec_env("CartPole-v1", 4, normalize_reward=True)
+    rollout = Rollout(envs, n_steps=200, seed=0)
+    batch = rollout.collect(ObsValueModel())
+    assert len(batch.episode_returns) > 4
+    # CartPole pays 1 per step: the true return is the length, whatever the wrapper scaled.
+    assert batch.episode_returns.tolist() == batch.episode_lengths.astype(float).tolist()
+    assert not torch.allclose(batch.rewards[batch.mask], torch.ones(batch.steps))
