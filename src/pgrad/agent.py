@@ -34,9 +34,9 @@ def evaluate(
     With ``normalization`` (saved statistics), observations are normalised by them, frozen."""
     own = envs is None
     if envs is None:
-        normalize_obs = bool(normalization) and "obs_mean" in normalization
-        envs = make_vec_env(env_id, min(episodes, 10), normalize_obs=normalize_obs)
-        load_normalization_state(envs, normalization or {}, frozen=True)
+        normalization = normalization or {}
+        envs = make_vec_env(env_id, min(episodes, 10), normalize_obs="obs_mean" in normalization)
+        load_normalization_state(envs, normalization, frozen=True)
     n = envs.num_envs
     quota = np.full(n, episodes // n)
     quota[: episodes % n] += 1

@@ -122,7 +122,7 @@ class _Stepper:
         done = terminated | truncated
         valid = keep & ~self.autoreset
         final_value = self.zeros
-        if self.same_step and value is not None and (done & valid).any():
+        if self.same_step and self.has_critic and (done & valid).any():
             final_obs = _final_obs(info, done, next_obs)
             final_value = model.value(torch.as_tensor(final_obs, dtype=torch.float32))
         store.put(

@@ -70,7 +70,7 @@ def gradient_step(
 
 @dataclass
 class OnPolicyConfig(PolicyConfig):
-    """Fixed-length rollouts from ``n_envs`` envs, a critic, and Adam (A2C, PPO)."""
+    """Fixed-length rollouts from ``n_envs`` envs, a critic, and Adam or RMSprop (A2C, PPO)."""
 
     n_steps: int = 5
     """Steps per env per rollout (rollout size = n_steps * n_envs)."""
@@ -121,7 +121,7 @@ def build_actor_critic(
 
 
 class OnPolicy:
-    """What A2C and PPO set up alike: an actor-critic, Adam, and a fixed-length rollout."""
+    """What A2C and PPO set up alike: an actor-critic, its optimizer, a fixed-length rollout."""
 
     def __init__(self, config: OnPolicyConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
         self.config = config
