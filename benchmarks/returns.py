@@ -39,6 +39,13 @@ ZOO_PPO_CARTPOLE = {
     "learning_rate": ("lin", 1e-3),
     "clip_range": ("lin", 0.2),
 }
+# rl-zoo's MuJoCo PPO policy; "relu" stands for nn.ReLU (resolved in run_sb3).
+ZOO_MUJOCO_POLICY = {
+    "log_std_init": -2,
+    "ortho_init": False,
+    "activation_fn": "relu",
+    "net_arch": {"pi": [256, 256], "vf": [256, 256]},
+}
 ROWS: dict[str, dict[str, Any]] = {
     "ppo-CartPole-v1": {
         "algo": "ppo",
@@ -89,6 +96,46 @@ ROWS: dict[str, dict[str, Any]] = {
             "clip_range": 0.2,
             "use_sde": True,
             "sde_sample_freq": 4,
+        },
+    },
+    "ppo-HalfCheetah-v5": {
+        "algo": "ppo",
+        "env": "HalfCheetah-v5",
+        "steps": 1_000_000,
+        "sb3": {
+            "normalize": True,
+            "n_envs": 1,
+            "n_steps": 512,
+            "batch_size": 64,
+            "gamma": 0.98,
+            "learning_rate": 2.0633e-05,
+            "ent_coef": 0.000401762,
+            "clip_range": 0.1,
+            "n_epochs": 20,
+            "gae_lambda": 0.92,
+            "max_grad_norm": 0.8,
+            "vf_coef": 0.58096,
+            "policy_kwargs": ZOO_MUJOCO_POLICY,
+        },
+    },
+    "ppo-Hopper-v5": {
+        "algo": "ppo",
+        "env": "Hopper-v5",
+        "steps": 1_000_000,
+        "sb3": {
+            "normalize": True,
+            "n_envs": 1,
+            "n_steps": 512,
+            "batch_size": 32,
+            "gamma": 0.999,
+            "learning_rate": 9.80828e-05,
+            "ent_coef": 0.00229519,
+            "clip_range": 0.2,
+            "n_epochs": 5,
+            "gae_lambda": 0.99,
+            "max_grad_norm": 0.7,
+            "vf_coef": 0.835671,
+            "policy_kwargs": ZOO_MUJOCO_POLICY,
         },
     },
     "a2c-CartPole-v1": {
@@ -153,6 +200,8 @@ def run_sb3(row: str, seed: int) -> dict[str, Any]:
         k: lin(v[1]) if isinstance(v, tuple) and v[0] == "lin" else v
         for k, v in spec["sb3"].items()
     }
+    if kwargs.get("policy_kwargs", {}).get("activation_fn") == "relu":
+        kwargs["policy_kwargs"] = {**kwargs["policy_kwargs"], "activation_fn": torch.nn.ReLU}
     n_envs, normalize = kwargs.pop("n_envs"), kwargs.pop("normalize", False)
     env = make_vec_env(spec["env"], n_envs=n_envs, seed=seed)
     if normalize:

@@ -9,7 +9,9 @@ import torch
 
 from pgrad.policies import (
     ActorCritic,
+    Categorical,
     CategoricalPolicy,
+    DiagonalGaussian,
     GaussianPolicy,
     SquashedNormal,
     UnsupportedSpaceError,
@@ -31,7 +33,7 @@ def test_squashed_log_prob_matches_numerical_change_of_variables(a):
     a = loc + (a / 2) * scale  # map the grid into the bounds
     dist = SquashedNormal(
         torch.tensor([mean], dtype=torch.float64),
-        torch.tensor([std], dtype=torch.float64),
+        torch.tensor([math.log(std)], dtype=torch.float64),
         torch.tensor([loc], dtype=torch.float64),
         torch.tensor([scale], dtype=torch.float64),
     )
@@ -45,7 +47,7 @@ def test_squashed_log_prob_matches_numerical_change_of_variables(a):
 
 def test_squashed_log_prob_sums_over_dimensions_and_matches_the_sampling_path():
     torch.manual_seed(0)
-    mean, std = torch.tensor([[0.2, -1.0]]), torch.tensor([[0.5, 1.2]])
+    mean, std = torch.tensor([[0.2, -1.0]]), torch.tensor([[0.5, 1.2]]).log()
     loc, scale = torch.tensor([0.0, 1.0]), torch.tensor([2.0, 0.5])
     dist = SquashedNormal(mean, std, loc, scale)
     action, log_prob = dist.rsample_with_log_prob()
@@ -61,16 +63,47 @@ def test_squashed_log_prob_sums_over_dimensions_and_matches_the_sampling_path():
 
 
 def test_squashed_log_prob_is_finite_at_the_bounds():
-    dist = SquashedNormal(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(1), torch.ones(1))
+    dist = SquashedNormal(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.ones(1))
     assert torch.isfinite(dist.log_prob(torch.tensor([[1.0]]))).all()
     assert torch.isfinite(dist.log_prob(torch.tensor([[-1.0]]))).all()
 
 
 def test_reparameterised_sample_carries_gradients_to_the_mean():
     mean = torch.zeros(4, 1, requires_grad=True)
-    dist = SquashedNormal(mean, torch.ones(4, 1), torch.zeros(1), torch.ones(1))
+    dist = SquashedNormal(mean, torch.zeros(4, 1), torch.zeros(1), torch.ones(1))
     dist.rsample().sum().backward()
     assert mean.grad is not None and (mean.grad > 0).all()  # d tanh(u)/du > 0
+
+
+def test_categorical_matches_torch_distributions():
+    torch.manual_seed(0)
+    logits = torch.randn(7, 4, requires_grad=True)
+    ours, ref = Categorical(logits), torch.distributions.Categorical(logits=logits)
+    actions = ref.sample()
+    assert torch.allclose(ours.log_prob(actions), ref.log_prob(actions))
+    assert torch.allclose(ours.entropy(), ref.entropy())
+    assert torch.equal(ours.mode, ref.probs.argmax(-1))
+    grad = torch.autograd.grad(ours.log_prob(actions).sum() + ours.entropy().sum(), logits)[0]
+    ref_grad = torch.autograd.grad(ref.log_prob(actions).sum() + ref.entropy().sum(), logits)[0]
+    assert torch.allclose(grad, ref_grad, atol=1e-6)
+    # Sampling frequencies follow softmax(logits): 3 sigma of a binomial proportion.
+    probs = torch.softmax(torch.tensor([0.0, 1.0, -1.0]), 0)
+    samples = Categorical(torch.tensor([0.0, 1.0, -1.0]).expand(20000, 3)).sample()
+    freq = torch.bincount(samples, minlength=3) / 20000
+    assert torch.all((freq - probs).abs() < 3 * (probs * (1 - probs) / 20000).sqrt())
+
+
+def test_diagonal_gaussian_matches_torch_distributions():
+    torch.manual_seed(0)
+    mean, log_std = torch.randn(5, 3), torch.randn(5, 3)
+    ours = DiagonalGaussian(mean, log_std)
+    ref = torch.distributions.Independent(torch.distributions.Normal(mean, log_std.exp()), 1)
+    actions = ref.sample()
+    assert torch.allclose(ours.log_prob(actions), ref.log_prob(actions), atol=1e-5)
+    assert torch.allclose(ours.entropy(), ref.entropy(), atol=1e-5)
+    draws = DiagonalGaussian(mean[:1].expand(20000, 3), log_std[:1].expand(20000, 3)).sample()
+    assert torch.allclose(draws.mean(0), mean[0], atol=4 * log_std[0].exp().max() / 141)
+    assert torch.allclose(draws.std(0), log_std[0].exp(), rtol=0.05)
 
 
 def test_categorical_policy_is_softmax_and_argmax_when_deterministic():
@@ -89,7 +122,7 @@ def test_gaussian_parameter_std_is_state_independent():
     space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
     policy = GaussianPolicy(BOX_OBS, space, std="parameter", log_std_init=-0.5)
     dist = policy.distribution(torch.randn(6, 3))
-    assert torch.allclose(dist.base_dist.stddev, torch.full((6, 2), math.exp(-0.5)))
+    assert torch.allclose(dist.stddev, torch.full((6, 2), math.exp(-0.5)))
 
 
 def test_gaussian_state_std_is_clamped():
@@ -100,7 +133,7 @@ def test_gaussian_state_std_is_clamped():
         with torch.no_grad():
             policy.log_std_head.weight.zero_()
             policy.log_std_head.bias.fill_(bias)
-        std = policy.distribution(obs).base_dist.stddev
+        std = policy.distribution(obs).stddev
         assert torch.allclose(std, torch.full((4, 1), math.exp(log_std)))
 
 
@@ -110,7 +143,7 @@ def test_unsquashed_log_prob_is_not_clipped_to_the_bounds():
     obs = torch.zeros(1, 3)
     dist = policy.distribution(obs)
     outside = torch.tensor([[3.0]])
-    normal = torch.distributions.Normal(dist.base_dist.mean, dist.base_dist.stddev)
+    normal = torch.distributions.Normal(dist.mean, dist.stddev)
     assert dist.log_prob(outside).item() == pytest.approx(normal.log_prob(outside).sum().item())
     assert dist.log_prob(outside).item() < dist.log_prob(torch.tensor([[1.0]])).item()
 

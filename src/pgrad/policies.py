@@ -15,7 +15,10 @@ body of its own, initialised to output zero.
 
 Every distribution returned here has ``sample()``, ``rsample()`` (reparameterised, where the
 family allows), ``log_prob(a)`` and ``entropy()`` summed over action dimensions (shape: batch),
-and ``mode`` (the deterministic action: argmax or mean).
+and ``mode`` (the deterministic action: argmax or mean). They are small classes of our own rather
+than ``torch.distributions``: each op costs microseconds of Python and dispatch on a CPU, and
+these sit in every environment step and every minibatch (tests check them against
+``torch.distributions``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Independent, Normal
 from torch.nn import functional as F
 
 from pgrad.errors import PgradError
@@ -47,24 +49,52 @@ class UnsupportedSpaceError(PgradError, ValueError):
     """An observation or action space pgrad cannot build a policy for."""
 
 
+class MLP(nn.Sequential):
+    """``nn.Sequential`` of Linear and activation layers whose forward skips the per-module call
+    machinery (hooks, ``__call__``): on a CPU that overhead is as large as a small layer's math."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__(*layers)
+        self._plan: list[list] = []  # [linear, activation function or None]
+        for layer in self:
+            if isinstance(layer, nn.Linear):
+                self._plan.append([layer, None])
+            else:
+                self._plan[-1][1] = _FUNCTIONS[type(layer)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, activation in self._plan:
+            x = F.linear(x, linear.weight, linear.bias)
+            if activation is not None:
+                x = activation(x)
+        return x
+
+
+_FUNCTIONS = {nn.Tanh: torch.tanh, nn.ReLU: F.relu, nn.ELU: F.elu, nn.GELU: F.gelu}
+
+
 def mlp(
-    sizes: Sequence[int], activation: str = "tanh", output_activation: bool = False
-) -> nn.Sequential:
+    sizes: Sequence[int],
+    activation: str = "tanh",
+    output_activation: bool = False,
+    ortho_init: bool = True,
+) -> MLP:
     """Fully connected layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     Hidden layers are initialised orthogonally with gain sqrt(2) (as in Stable-Baselines3 and
-    CleanRL) and zero bias.
+    CleanRL) and zero bias; with ``ortho_init=False``, PyTorch's default initialisation.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         linear = nn.Linear(sizes[i], sizes[i + 1])
-        _init(linear, math.sqrt(2))
+        if ortho_init:
+            _init(linear, math.sqrt(2))
         layers.append(linear)
         if i < len(sizes) - 2 or output_activation:
             layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def _init(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -98,6 +128,74 @@ class ObservationEncoder(nn.Module):
         return obs.float().flatten(start_dim=1)
 
 
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def normal_log_density(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, std^2) = -(x - mean)^2 / (2 std^2) - log std - log sqrt(2 pi),
+    std = exp(log_std)."""
+    return -0.5 * ((x - mean) * torch.exp(-log_std)).square() - log_std - LOG_SQRT_2PI
+
+
+class Categorical:
+    """pi(a|s) = softmax(logits)_a over the last dimension.
+
+    log pi(a|s) = log_softmax(logits)_a;  H = -sum_a pi(a|s) log pi(a|s).
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        self.log_probs = logits.log_softmax(-1)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.log_probs.exp()
+
+    def sample(self) -> torch.Tensor:
+        flat = self.probs.reshape(-1, self.log_probs.shape[-1])
+        return torch.multinomial(flat, 1).reshape(self.log_probs.shape[:-1])
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return self.log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.probs * self.log_probs).sum(-1)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.log_probs.argmax(-1)
+
+
+class DiagonalGaussian:
+    """a ~ N(mean, diag(std^2)), std = exp(log_std); log-prob and entropy summed over dimensions.
+
+    log pi(a|s) = sum_i log N(a_i; mean_i, std_i^2);  H = sum_i (1/2 + log sqrt(2 pi) + log std_i).
+    """
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor):
+        self.mean, self.log_std = mean, log_std
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.log_std.exp()
+
+    def rsample(self) -> torch.Tensor:
+        return self.mean + self.stddev * torch.randn_like(self.mean)
+
+    def sample(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample()
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return normal_log_density(action, self.mean, self.log_std).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (0.5 + LOG_SQRT_2PI + self.log_std).expand_as(self.mean).sum(-1)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+
 class SquashedNormal:
     """a = loc + scale * tanh(u), u ~ N(mean, std), independently per action dimension.
 
@@ -110,14 +208,14 @@ class SquashedNormal:
     """
 
     def __init__(
-        self, mean: torch.Tensor, std: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+        self, mean: torch.Tensor, log_std: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
     ):
-        self.base = Normal(mean, std)
+        self.base = DiagonalGaussian(mean, log_std)
         self.loc, self.scale = loc, scale
 
     def _log_prob_u(self, u: torch.Tensor) -> torch.Tensor:
         log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u)) + torch.log(self.scale)
-        return (self.base.log_prob(u) - log_det).sum(-1)
+        return (normal_log_density(u, self.base.mean, self.base.log_std) - log_det).sum(-1)
 
     def rsample_with_log_prob(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised sample and its exact log-prob (no atanh round trip)."""
@@ -149,7 +247,7 @@ class MultiCategorical:
     """pi(a|s) = prod_k softmax(logits_k(s))_{a_k} for ``MultiDiscrete`` actions."""
 
     def __init__(self, logits: torch.Tensor, nvec: Sequence[int]):
-        self.parts = [Categorical(logits=part) for part in torch.split(logits, list(nvec), dim=-1)]
+        self.parts = [Categorical(part) for part in torch.split(logits, list(nvec), dim=-1)]
 
     def sample(self) -> torch.Tensor:
         return torch.stack([p.sample() for p in self.parts], dim=-1)
@@ -162,16 +260,14 @@ class MultiCategorical:
 
     @property
     def mode(self) -> torch.Tensor:
-        return torch.stack([p.probs.argmax(-1) for p in self.parts], dim=-1)
+        return torch.stack([p.mode for p in self.parts], dim=-1)
 
 
-Distribution = Categorical | Independent | SquashedNormal | MultiCategorical
+Distribution = Categorical | DiagonalGaussian | SquashedNormal | MultiCategorical
 
 
 def mode(dist: Distribution) -> torch.Tensor:
     """The deterministic action: argmax for softmax policies, the (squashed) mean for Gaussians."""
-    if isinstance(dist, Categorical):
-        return dist.probs.argmax(-1)
     return dist.mode
 
 
@@ -183,11 +279,22 @@ class Policy(nn.Module):
         observation_space: gym.Space,
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
+        ortho_init: bool = True,
     ):
         super().__init__()
         self.encoder = ObservationEncoder(observation_space)
-        self.body = mlp([self.encoder.dim, *hidden_sizes], activation, output_activation=True)
+        self.body = mlp(
+            [self.encoder.dim, *hidden_sizes], activation, output_activation=True,
+            ortho_init=ortho_init,
+        )  # fmt: skip
         self.features = hidden_sizes[-1] if hidden_sizes else self.encoder.dim
+        self.ortho_init = ortho_init
+
+    def _head_layer(self, out_features: int) -> nn.Linear:
+        """A linear head on the body; orthogonal with gain 0.01 (near-uniform / near-zero-mean
+        actions at the start) unless ``ortho_init=False``."""
+        layer = nn.Linear(self.features, out_features)
+        return _init(layer, 0.01) if self.ortho_init else layer
 
     def head(self, features: torch.Tensor) -> Distribution:
         raise NotImplementedError
@@ -210,10 +317,10 @@ class CategoricalPolicy(Policy):
 
     def __init__(self, observation_space: gym.Space, n_actions: int, **body):
         super().__init__(observation_space, **body)
-        self.logits = _init(nn.Linear(self.features, n_actions), 0.01)
+        self.logits = self._head_layer(n_actions)
 
     def head(self, features: torch.Tensor) -> Categorical:
-        return Categorical(logits=self.logits(features))
+        return Categorical(self.logits(features))
 
 
 class MultiCategoricalPolicy(Policy):
@@ -222,7 +329,7 @@ class MultiCategoricalPolicy(Policy):
     def __init__(self, observation_space: gym.Space, nvec: Sequence[int], **body):
         super().__init__(observation_space, **body)
         self.nvec = [int(n) for n in nvec]
-        self.logits = _init(nn.Linear(self.features, sum(self.nvec)), 0.01)
+        self.logits = self._head_layer(sum(self.nvec))
 
     def head(self, features: torch.Tensor) -> MultiCategorical:
         return MultiCategorical(self.logits(features), self.nvec)
@@ -255,11 +362,11 @@ class GaussianPolicy(Policy):
         self.shape = action_space.shape
         dim = int(np.prod(self.shape))
         self.std_mode, self.squash = std, squash
-        self.mean = _init(nn.Linear(self.features, dim), 0.01)
+        self.mean = self._head_layer(dim)
         if std == "parameter":
             self.log_std = nn.Parameter(torch.full((dim,), float(log_std_init)))
         else:
-            self.log_std_head = _init(nn.Linear(self.features, dim), 0.01)
+            self.log_std_head = self._head_layer(dim)
             nn.init.constant_(self.log_std_head.bias, float(log_std_init))
         if squash == "tanh":
             low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
@@ -271,16 +378,15 @@ class GaussianPolicy(Policy):
             self.register_buffer("loc", (high + low) / 2)
             self.register_buffer("scale", (high - low) / 2)
 
-    def head(self, features: torch.Tensor) -> Independent | SquashedNormal:
+    def head(self, features: torch.Tensor) -> DiagonalGaussian | SquashedNormal:
         mean = self.mean(features)
         if self.std_mode == "parameter":
             log_std = self.log_std.expand_as(mean)
         else:
             log_std = self.log_std_head(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        std = log_std.exp()
         if self.squash == "tanh":
-            return SquashedNormal(mean, std, self.loc, self.scale)
-        return Independent(Normal(mean, std), 1)
+            return SquashedNormal(mean, log_std, self.loc, self.scale)
+        return DiagonalGaussian(mean, log_std)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -302,6 +408,7 @@ class ActorCritic(nn.Module):
         shared: bool = False,
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
+        ortho_init: bool = True,
     ):
         super().__init__()
         self.actor, self.shared = actor, shared
@@ -310,8 +417,9 @@ class ActorCritic(nn.Module):
         else:
             self.critic_encoder = ObservationEncoder(observation_space)
             self.critic_body = mlp(
-                [self.critic_encoder.dim, *hidden_sizes], activation, output_activation=True
-            )
+                [self.critic_encoder.dim, *hidden_sizes], activation, output_activation=True,
+                ortho_init=ortho_init,
+            )  # fmt: skip
             features = hidden_sizes[-1] if hidden_sizes else self.critic_encoder.dim
         self.value_head = _init(nn.Linear(features, 1), 0.0)
 
@@ -345,9 +453,10 @@ def make_policy(
     std: Literal["parameter", "state"] = "parameter",
     squash: Literal["tanh"] | None = None,
     log_std_init: float = 0.0,
+    ortho_init: bool = True,
 ) -> Policy:
     """The policy family that fits ``action_space``: softmax for discrete, Gaussian for ``Box``."""
-    body = {"hidden_sizes": tuple(hidden_sizes), "activation": activation}
+    body = {"hidden_sizes": tuple(hidden_sizes), "activation": activation, "ortho_init": ortho_init}
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise UnsupportedSpaceError(

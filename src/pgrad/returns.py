@@ -12,14 +12,26 @@ episodes back to back, and use the same conventions for episode boundaries:
   bootstraps from ``next_values[T-1]``.
 
 With ``next_values=None`` (REINFORCE without a critic), bootstraps are 0.
+
+The backward recursions run in NumPy: over T steps of N envs they are T small vector ops, and a
+NumPy op on a few floats costs a fraction of a torch one. Outputs are tensors like the inputs.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def _cuts(terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+def _numpy(*tensors: torch.Tensor) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy() for t in tensors]
+
+
+def _tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(array).to(like.device)
+
+
+def _cuts(terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
     """Where the recursion stops: episode ends, and the end of the batch."""
     cut = terminated | truncated
     cut[-1] = True
@@ -41,14 +53,16 @@ def discounted_returns(
     """
     if next_values is None:
         next_values = torch.zeros_like(rewards)
-    cut = _cuts(terminated, truncated)
-    bootstrap = torch.where(terminated, 0.0, next_values)
-    returns = torch.empty_like(rewards)
-    future = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        future = rewards[t] + gamma * torch.where(cut[t], bootstrap[t], future)
+    r, term, trunc, v_next = _numpy(rewards, terminated, truncated, next_values)
+    cut = _cuts(term, trunc)
+    bootstrap = np.where(term, 0.0, v_next).astype(r.dtype)
+    g = r.dtype.type(gamma)
+    returns = np.empty_like(r)
+    future = np.zeros_like(r[0])
+    for t in reversed(range(r.shape[0])):
+        future = r[t] + g * np.where(cut[t], bootstrap[t], future)
         returns[t] = future
-    return returns
+    return _tensor(returns, rewards)
 
 
 def td_errors(
@@ -81,21 +95,22 @@ def nstep_returns(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    T = rewards.shape[0]
-    cut = _cuts(terminated, truncated)
-    bootstrap = torch.where(terminated, 0.0, next_values)
-    returns = torch.zeros_like(rewards)
-    open_ = torch.ones_like(cut)  # G_t^(n) still summing rewards
+    r, v_next, term, trunc = _numpy(rewards, next_values, terminated, truncated)
+    T = r.shape[0]
+    cut = _cuts(term, trunc)
+    bootstrap = np.where(term, 0.0, v_next).astype(r.dtype)
+    returns = np.zeros_like(r)
+    open_ = np.ones_like(cut)  # G_t^(n) still summing rewards
     for k in range(min(n, T)):
         # Row t of this step looks at step t + k.
         span = T - k
-        discount = gamma**k
+        discount = r.dtype.type(gamma**k)
         live = open_[:span]
-        returns[:span] += torch.where(live, discount * rewards[k:], 0.0)
+        returns[:span] += np.where(live, discount * r[k:], 0.0).astype(r.dtype)
         stop = live & (cut[k:] | (k == n - 1))
-        returns[:span] += torch.where(stop, discount * gamma * bootstrap[k:], 0.0)
+        returns[:span] += np.where(stop, discount * r.dtype.type(gamma) * bootstrap[k:], 0.0)
         open_[:span] = live & ~stop
-    return returns
+    return _tensor(returns, rewards)
 
 
 def gae(
@@ -114,13 +129,15 @@ def gae(
     (bootstrapped) reward-to-go. Value targets are A_t + V(s_t).
     """
     deltas = td_errors(rewards, values, next_values, terminated, gamma)
-    cut = _cuts(terminated, truncated)
-    advantages = torch.empty_like(rewards)
-    future = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        future = deltas[t] + gamma * lam * torch.where(cut[t], 0.0, future)
+    delta, term, trunc = _numpy(deltas, terminated, truncated)
+    # gamma * lambda inside an episode, 0 where the recursion stops.
+    decay = np.where(_cuts(term, trunc), 0.0, gamma * lam).astype(delta.dtype)
+    advantages = np.empty_like(delta)
+    future = np.zeros_like(delta[0])
+    for t in reversed(range(delta.shape[0])):
+        future = delta[t] + decay[t] * future
         advantages[t] = future
-    return advantages
+    return _tensor(advantages, rewards)
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -15,6 +15,7 @@ Either way ``next_values[t]`` is V of the true successor s_{t+1}, as ``returns``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -49,26 +50,41 @@ class Batch:
 
 
 class _Storage:
-    """Preallocated (T, N, ...) tensors that double in T when full."""
+    """Preallocated (T, N, ...) arrays that double in T when full.
+
+    Rows are written through NumPy views of the tensors (a NumPy assignment costs a fraction of a
+    torch indexing op); ``view()`` hands out the tensors themselves, allocated outside inference
+    mode so that a ``Batch`` can feed autograd.
+    """
+
+    DTYPES: ClassVar[dict[str, type]] = {"obs": np.float32, "rewards": np.float32}
 
     def __init__(self, capacity: int):
         self.capacity, self.t = capacity, 0
         self.tensors: dict[str, torch.Tensor] = {}
+        self.arrays: dict[str, np.ndarray] = {}
 
-    def put(self, **row: torch.Tensor) -> None:
-        # Allocated as normal tensors (not inference tensors), so a Batch can feed autograd.
+    def _allocate(self, rows: dict[str, np.ndarray]) -> None:
+        old = self.tensors
         with torch.inference_mode(False):
-            if not self.tensors:
-                self.tensors = {
-                    k: torch.zeros((self.capacity, *v.shape), dtype=v.dtype) for k, v in row.items()
-                }
-            elif self.t == self.capacity:
-                self.tensors = {
-                    k: torch.cat([v, torch.zeros_like(v)]) for k, v in self.tensors.items()
-                }
-                self.capacity *= 2
+            self.tensors = {
+                k: torch.from_numpy(
+                    np.zeros((self.capacity, *v.shape), dtype=self.DTYPES.get(k, v.dtype))
+                )
+                for k, v in rows.items()
+            }
+        self.arrays = {k: v.numpy() for k, v in self.tensors.items()}
+        for k, v in old.items():
+            self.arrays[k][: len(v)] = v.numpy()
+
+    def put(self, **row: np.ndarray) -> None:
+        if not self.tensors:
+            self._allocate(row)
+        elif self.t == self.capacity:
+            self.capacity *= 2
+            self._allocate(row)
         for k, v in row.items():
-            self.tensors[k][self.t] = v
+            self.arrays[k][self.t] = v
         self.t += 1
 
     def view(self) -> dict[str, torch.Tensor]:
@@ -92,7 +108,7 @@ class _Stepper:
         self.n = envs.num_envs
         self.same_step = autoreset_mode(envs) == AutoresetMode.SAME_STEP
         self.action_shape = envs.single_action_space.shape
-        self.zeros = torch.zeros(self.n)
+        self.zeros = np.zeros(self.n, dtype=np.float32)
 
     def reset(self, seed: int | None) -> None:
         self.obs, _ = self.envs.reset(seed=seed)
@@ -111,30 +127,31 @@ class _Stepper:
     ) -> np.ndarray:
         """Act in every sub-env and store the transition; ``mask`` = ``keep`` and not an autoreset
         step. Returns which sub-envs ended a kept episode."""
-        obs_t = torch.as_tensor(self.obs, dtype=torch.float32)
+        obs_t = torch.from_numpy(np.asarray(self.obs, dtype=np.float32))
         dist, value = model(obs_t)
         self.has_critic = value is not None
         action = mode(dist) if deterministic else dist.sample()
         log_prob = dist.log_prob(action)
+        action = action.numpy()
         next_obs, reward, terminated, truncated, info = self.envs.step(
-            action.numpy().reshape(self.n, *self.action_shape)
+            action.reshape(self.n, *self.action_shape)
         )
         done = terminated | truncated
         valid = keep & ~self.autoreset
         final_value = self.zeros
         if self.same_step and self.has_critic and (done & valid).any():
             final_obs = _final_obs(info, done, next_obs)
-            final_value = model.value(torch.as_tensor(final_obs, dtype=torch.float32))
+            final_value = model.value(torch.as_tensor(final_obs, dtype=torch.float32)).numpy()
         store.put(
-            obs=obs_t,
+            obs=self.obs,
             actions=action,
-            log_probs=log_prob,
-            rewards=torch.as_tensor(reward, dtype=torch.float32),
-            terminated=torch.as_tensor(terminated),
-            truncated=torch.as_tensor(truncated),
-            values=self.zeros if value is None else value,
+            log_probs=log_prob.numpy(),
+            rewards=reward,
+            terminated=terminated,
+            truncated=truncated,
+            values=self.zeros if value is None else value.numpy(),
             final_values=final_value,
-            mask=torch.as_tensor(valid),
+            mask=valid,
         )
         self.running_return += np.where(valid, reward, 0.0)
         self.running_length += valid
@@ -157,7 +174,7 @@ class _Stepper:
         data = store.view()
         values = data.pop("values")
         final_values = data.pop("final_values")
-        last_value = self.zeros
+        last_value = torch.from_numpy(self.zeros)
         if self.has_critic:  # V of the observation after the last step
             last_value = model.value(torch.as_tensor(self.obs, dtype=torch.float32))
         next_values = torch.cat([values[1:], last_value[None]])

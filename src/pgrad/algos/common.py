@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +29,8 @@ class PolicyConfig(Config):
     squash: Literal["tanh"] | None = None
     """Gaussian policies: squash actions into the Box bounds with tanh."""
     log_std_init: float = 0.0
+    ortho_init: bool = True
+    """Orthogonal init (gain sqrt 2 hidden, 0.01 policy head); False: PyTorch's default."""
 
     def check(self) -> None:
         super().check()
@@ -39,7 +42,11 @@ def build_model(
     config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space, critic: bool
 ) -> Policy | ActorCritic:
     """The policy for ``action_space``, with a critic V(s) if ``critic``."""
-    body = {"hidden_sizes": config.hidden_sizes, "activation": config.activation}
+    body = {
+        "hidden_sizes": config.hidden_sizes,
+        "activation": config.activation,
+        "ortho_init": config.ortho_init,
+    }
     policy = make_policy(
         observation_space,
         action_space,
@@ -63,7 +70,9 @@ def gradient_step(
     returns the norm before clipping."""
     optimizer.zero_grad()
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), max_grad_norm or float("inf"), foreach=True
+    )
     optimizer.step()
     return grad_norm
 
@@ -90,6 +99,19 @@ class OnPolicyConfig(PolicyConfig):
             raise ConfigError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if not self.adam_eps > 0:
             raise ConfigError(f"adam_eps must be > 0, got {self.adam_eps}")
+
+
+def make_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], lr: float, eps: float
+) -> torch.optim.Optimizer:
+    """Adam, or RMSprop with alpha 0.99 (Stable-Baselines3's A2C optimizer).
+
+    Adam runs its fused kernel and RMSprop its multi-tensor one: the same update rule as the
+    per-parameter loop, in one or a few ops instead of several per parameter.
+    """
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=eps, foreach=True)
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
 def set_learning_rate(
@@ -126,10 +148,7 @@ class OnPolicy:
     def __init__(self, config: OnPolicyConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
         self.config = config
         self.model = build_actor_critic(config, *spaces(envs))
-        params, lr, eps = self.model.parameters(), config.learning_rate, config.adam_eps
-        if config.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=eps)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps)
+        lr, eps = config.learning_rate, config.adam_eps
+        self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), lr, eps)
         self.rollout = Rollout(envs, config.n_steps, seed)
         self.steps = 0

@@ -66,7 +66,9 @@ class Reinforce:
     ):
         self.config, self.envs, self.seed = config, envs, seed
         self.model = build_model(config, *spaces(envs))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.optimizer = common.make_optimizer(
+            "adam", self.model.parameters(), config.learning_rate, eps=1e-8
+        )
 
     def iterate(self) -> dict[str, float]:
         """One update; returns its metrics, including ``steps`` (transitions trained on)."""

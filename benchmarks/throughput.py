@@ -1,0 +1,153 @@
+"""Training throughput (env steps per second) of pgrad beside Stable-Baselines3, side by side.
+
+    pip install -e '.[bench]'
+    python benchmarks/throughput.py --case ppo-CartPole-zoo --pairs 5
+    python benchmarks/throughput.py --case a2c-CartPole --pairs 5 --json
+
+Each pair trains pgrad, then SB3 (alternating, so drift in the machine's load hits both), in this
+same process, with the same torch thread count, number of envs, steps per rollout, epochs and
+minibatch size, for ``--steps`` env steps. Timed: the training loop only (pgrad's ``train`` loop
+with logging and the final checkpoint, no evaluation; SB3's ``learn``), not construction.
+Also measured: the env's own step rate with random actions in the same vector env (the ceiling
+no learner can pass) and pgrad's share of it. Prints per pair both SPS and their ratio, then
+medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Any
+
+CASES: dict[str, dict[str, Any]] = {
+    # rl-zoo's CartPole PPO: 8 envs x 32 steps, one minibatch of 256, 20 epochs.
+    "ppo-CartPole-zoo": {
+        "algo": "ppo",
+        "env": "CartPole-v1",
+        "steps": 50_000,
+        "hp": {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20},
+    },
+    # CleanRL's ppo.py: 4 envs x 128 steps, 4 epochs of 4 minibatches.
+    "ppo-CartPole-cleanrl": {
+        "algo": "ppo",
+        "env": "CartPole-v1",
+        "steps": 50_000,
+        "hp": {"n_envs": 4, "n_steps": 128, "batch_size": 128, "n_epochs": 4},
+    },
+    "a2c-CartPole": {
+        "algo": "a2c",
+        "env": "CartPole-v1",
+        "steps": 50_000,
+        "hp": {"n_envs": 8, "n_steps": 5},
+    },
+    # CleanRL's / SB3's MuJoCo PPO: 1 env x 2048 steps, minibatches of 64, 10 epochs.
+    "ppo-HalfCheetah": {
+        "algo": "ppo",
+        "env": "HalfCheetah-v5",
+        "steps": 16_384,
+        "hp": {"n_envs": 1, "n_steps": 2048, "batch_size": 64, "n_epochs": 10},
+    },
+}
+
+
+def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> float:
+    import pgrad
+
+    hp = case["hp"]
+    overrides: dict[str, Any] = {"n_envs": hp["n_envs"], "n_steps": hp["n_steps"]}
+    if case["algo"] == "ppo":
+        overrides.update(batch_size=hp["batch_size"], n_epochs=hp["n_epochs"])
+    with tempfile.TemporaryDirectory() as tmp:
+        run = pgrad.train(
+            case["algo"], case["env"], steps=steps, seed=seed, run_dir=f"{tmp}/r",
+            threads=threads, eval_every=0, eval_episodes=1, checkpoint_every=10**9, **overrides,
+        )  # fmt: skip
+        return run.summary["steps"] / run.summary["train_time_s"]
+
+
+def sb3_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> float:
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(threads)
+    hp = dict(case["hp"])
+    env = make_vec_env(case["env"], n_envs=hp.pop("n_envs"), seed=seed)
+    cls = {"ppo": PPO, "a2c": A2C}[case["algo"]]
+    model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+    start = time.perf_counter()
+    model.learn(steps)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return model.num_timesteps / elapsed
+
+
+def env_ceiling(case: dict[str, Any], steps: int) -> float:
+    """Env steps per second with random actions, in pgrad's vector env for this case."""
+    from pgrad.envs import make_vec_env
+
+    envs = make_vec_env(case["env"], case["hp"]["n_envs"])
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    n = envs.num_envs
+    start = time.perf_counter()
+    for _ in range(steps // n):
+        envs.step(envs.action_space.sample())
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return (steps // n) * n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--case", choices=list(CASES), required=True)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--steps", type=int, help="env steps per measurement (default: the case's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both libraries")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    case = CASES[args.case]
+    steps = args.steps or case["steps"]
+    pairs = []
+    for i in range(args.pairs):
+        p = pgrad_sps(case, steps, args.threads, seed=i)
+        s = sb3_sps(case, steps, args.threads, seed=i)
+        pairs.append({"pgrad_sps": p, "sb3_sps": s, "ratio": p / s})
+        if not args.json:
+            print(f"pair {i}: pgrad {p:8.0f} SPS   sb3 {s:8.0f} SPS   ratio {p / s:5.2f}")
+    ceiling = env_ceiling(case, max(steps, 20_000))
+    pgrad_median = statistics.median(r["pgrad_sps"] for r in pairs)
+    result = {
+        "case": args.case,
+        **{k: case[k] for k in ("algo", "env")},
+        "hyperparameters": case["hp"],
+        "steps": steps,
+        "threads": args.threads,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "pairs": pairs,
+        "median_pgrad_sps": pgrad_median,
+        "median_sb3_sps": statistics.median(r["sb3_sps"] for r in pairs),
+        "median_ratio": statistics.median(r["ratio"] for r in pairs),
+        "env_ceiling_sps": ceiling,
+        "pgrad_share_of_ceiling": pgrad_median / ceiling,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"median: pgrad {pgrad_median:.0f} SPS, sb3 {result['median_sb3_sps']:.0f} SPS, "
+        f"ratio {result['median_ratio']:.2f}; env ceiling {ceiling:.0f} SPS "
+        f"(pgrad at {result['pgrad_share_of_ceiling']:.0%} of it)"
+    )
+
+
+if __name__ == "__main__":
+    main()
