@@ -46,8 +46,9 @@ def make_vec_env(
 ) -> gym.vector.VectorEnv:
     """``n_envs`` copies of ``env_id`` as one Gymnasium vector env, wrapped (inside out) in:
 
-    - ``RecordEpisodeStatistics``: true episode returns in ``info["episode"]``, whatever the
-      wrappers above it do to the rewards;
+    - ``RecordEpisodeStatistics`` (with ``normalize_reward`` only): true episode returns in
+      ``info["episode"]`` beneath the reward normalisation (without it, the rollout sums the
+      rewards it sees itself, and skips this wrapper's per-step cost);
     - ``ClipAction`` (``Box`` actions): clips what reaches the env, so the policy's own unclipped
       samples are what its log-probs are computed on;
     - ``NormalizeObservation`` (``normalize_obs``): running mean/variance of observations;
@@ -69,7 +70,8 @@ def make_vec_env(
         envs = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode=vectorization, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise PgradError(f"env {env_id!r} needs extra packages: {e}") from None
-    envs = wrappers.RecordEpisodeStatistics(envs)
+    if normalize_reward:
+        envs = wrappers.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = wrappers.ClipAction(envs)
     if normalize_obs:

@@ -67,10 +67,10 @@ def entropy_bonus(entropy: torch.Tensor) -> torch.Tensor:
     return entropy.mean()
 
 
-def approx_kl(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """KL(pi_old || pi_theta) estimated on samples from pi_old with the k3 estimator
-    mean[(rho - 1) - log rho], rho = pi_theta / pi_old: unbiased and never negative."""
-    log_ratio = log_probs - old_log_probs
+    mean[(rho - 1) - log rho], rho = pi_theta / pi_old = exp(``log_ratio``): unbiased and never
+    negative."""
     return ((log_ratio.exp() - 1.0) - log_ratio).mean()
 
 

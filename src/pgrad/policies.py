@@ -151,8 +151,14 @@ class Categorical:
         return self.log_probs.exp()
 
     def sample(self) -> torch.Tensor:
-        flat = self.probs.reshape(-1, self.log_probs.shape[-1])
-        return torch.multinomial(flat, 1).reshape(self.log_probs.shape[:-1])
+        """Inverse-CDF sampling: the first a with u < sum_{b<=a} pi(b|s), u ~ U[0, 1).
+
+        (``torch.multinomial`` validates its input with several reductions: slower per call.)
+        """
+        cdf = self.probs.cumsum(-1)
+        u = torch.rand((*cdf.shape[:-1], 1), dtype=cdf.dtype, device=cdf.device)
+        # Rounding can leave cdf[-1] a hair below 1: clamp to the last action.
+        return (cdf <= u).sum(-1).clamp_(max=cdf.shape[-1] - 1)
 
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
         return self.log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)

@@ -15,6 +15,7 @@ Either way ``next_values[t]`` is V of the true successor s_{t+1}, as ``returns``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 
 import gymnasium as gym
@@ -43,10 +44,17 @@ class Batch:
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
-    @property
+    @cached_property
     def steps(self) -> int:
         """Transitions to train on."""
         return int(self.mask.sum())
+
+    def valid(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Each (T, N, ...) tensor's entries where ``mask`` holds, as (steps, ...), in (t, i)
+        order. (When every step is valid, a reshape instead of a masked copy.)"""
+        if self.steps == self.mask.numel():
+            return [x.reshape(-1, *x.shape[2:]) for x in tensors]
+        return [x[self.mask] for x in tensors]
 
 
 class _Storage:
@@ -156,7 +164,7 @@ class _Stepper:
         self.running_return += np.where(valid, reward, 0.0)
         self.running_length += valid
         ended = done & valid
-        # The true return, from RecordEpisodeStatistics beneath any reward normalisation.
+        # The true return: RecordEpisodeStatistics' beneath reward normalisation, else our sum.
         episode = info.get("episode")
         for i in np.flatnonzero(ended):
             true_return = episode["r"][i] if episode is not None else self.running_return[i]

@@ -22,7 +22,6 @@ from pgrad.algos.common import (
     OnPolicy,
     OnPolicyConfig,
     episode_metrics,
-    gradient_step,
     set_learning_rate,
 )
 from pgrad.losses import entropy_bonus, explained_variance, policy_gradient_loss, value_loss
@@ -95,11 +94,13 @@ class A2C(OnPolicy):
         if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
             return metrics
         advantages, targets = advantages_and_targets(batch, cfg)
-        m = batch.mask
-        loss, parts = self.loss(batch.obs[m], batch.actions[m], advantages[m], targets[m])
-        grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
+        obs, actions, advantages, targets, values = batch.valid(
+            batch.obs, batch.actions, advantages, targets, batch.values
+        )
+        loss, parts = self.loss(obs, actions, advantages, targets)
+        grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm)
         self.steps += batch.steps
         metrics.update({k: v.item() for k, v in parts.items()})
-        metrics["explained_variance"] = explained_variance(batch.values[m], targets[m])
+        metrics["explained_variance"] = explained_variance(values, targets)
         metrics["grad_norm"] = grad_norm.item()
         return metrics

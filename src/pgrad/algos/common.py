@@ -77,6 +77,56 @@ def gradient_step(
     return grad_norm
 
 
+class FlatParameters:
+    """A model's parameters and their gradients as views into two flat buffers.
+
+    The optimizer then sees one tensor, so its step, the global gradient-norm clip and zeroing
+    the gradients cost one op each instead of one per parameter tensor; the math is unchanged.
+    Backward accumulates into the existing ``.grad`` views in place; ``zero_grad`` zeroes the
+    buffer and re-attaches any view that something replaced (``model.zero_grad()`` sets them to
+    None), so gradients can never silently miss the optimizer.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        self.param = nn.Parameter(flat)
+        self.param.grad = torch.zeros_like(flat)
+        self.grads = []
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            p.data = flat[offset : offset + n].view_as(p)
+            self.grads.append(self.param.grad[offset : offset + n].view_as(p))
+            offset += n
+        self.zero_grad()
+
+    def zero_grad(self) -> None:
+        self.param.grad.zero_()
+        for p, g in zip(self.params, self.grads, strict=True):
+            if p.grad is not g:
+                p.grad = g
+
+    def clip_grad_norm(self, max_norm: float | None) -> torch.Tensor:
+        """Scale the gradient by min(1, max_norm / (||g||_2 + 1e-6)), as
+        ``torch.nn.utils.clip_grad_norm_`` does; returns ||g||_2 before clipping."""
+        norm = torch.linalg.vector_norm(self.param.grad)
+        if max_norm is not None:
+            self.param.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
+        return norm
+
+    def gradient_step(
+        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None
+    ) -> torch.Tensor:
+        """``gradient_step`` on the flat buffers; ``optimizer`` must optimize ``self.param``."""
+        self.zero_grad()
+        loss.backward()
+        grad_norm = self.clip_grad_norm(max_grad_norm)
+        optimizer.step()
+        return grad_norm
+
+
 @dataclass
 class OnPolicyConfig(PolicyConfig):
     """Fixed-length rollouts from ``n_envs`` envs, a critic, and Adam or RMSprop (A2C, PPO)."""
@@ -149,6 +199,7 @@ class OnPolicy:
         self.config = config
         self.model = build_actor_critic(config, *spaces(envs))
         lr, eps = config.learning_rate, config.adam_eps
-        self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), lr, eps)
+        self.flat = FlatParameters(self.model)
+        self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
         self.rollout = Rollout(envs, config.n_steps, seed)
         self.steps = 0

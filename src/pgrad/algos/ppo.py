@@ -9,7 +9,8 @@ minimises
 
 with advantages normalised per minibatch. With ``target_kl``, the epochs stop early once the
 approximate KL(pi_old || pi) of a minibatch exceeds 1.5 * target_kl (as Stable-Baselines3 does).
-Diagnostics: approx KL (k3 estimator), clip fraction, explained variance, entropy.
+Diagnostics: approx KL (k3 estimator) and clip fraction over all the update's minibatch samples,
+explained variance, entropy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pgrad.algos.common import (
     OnPolicy,
     OnPolicyConfig,
     episode_metrics,
-    gradient_step,
     set_learning_rate,
 )
 from pgrad.config import ConfigError
@@ -78,50 +78,54 @@ class PPO(OnPolicy):
             cfg.gamma, cfg.gae_lambda,
         )  # fmt: skip
         targets = advantages + batch.values
-        m = batch.mask
-        obs, actions, old_log_probs = batch.obs[m], batch.actions[m], batch.log_probs[m]
-        advantages, targets, old_values = advantages[m], targets[m], batch.values[m]
+        obs, actions, old_log_probs, advantages, targets, old_values = batch.valid(
+            batch.obs, batch.actions, batch.log_probs, advantages, targets, batch.values
+        )
+        # One gather per minibatch for the per-transition floats.
+        columns = torch.stack([old_log_probs, advantages, targets, old_values], 1)
 
         n = len(obs)
-        totals: dict[str, torch.Tensor] = {}
-        updates = 0
+        losses: list[torch.Tensor] = []  # per step: policy, value, entropy, grad norm
+        log_ratios: list[torch.Tensor] = []  # per step: log(pi / pi_old) on its minibatch
         stopped_early = False
         for _ in range(cfg.n_epochs):
             for idx in torch.randperm(n).split(cfg.batch_size):
+                mb_old_log_probs, adv, mb_targets, mb_old_values = columns[idx].unbind(1)
                 dist, values = self.model(obs[idx])
                 log_probs = dist.log_prob(actions[idx])
-                adv = normalize(advantages[idx]) if cfg.normalize_advantage else advantages[idx]
+                if cfg.normalize_advantage:
+                    adv = normalize(adv)
                 policy_loss = clipped_surrogate_loss(
-                    log_probs, old_log_probs[idx], adv, cfg.clip_range
+                    log_probs, mb_old_log_probs, adv, cfg.clip_range
                 )
-                critic_loss = value_loss(values, targets[idx], old_values[idx], cfg.clip_range_vf)
+                critic_loss = value_loss(values, mb_targets, mb_old_values, cfg.clip_range_vf)
                 entropy = entropy_bonus(dist.entropy())
-                with torch.no_grad():
-                    kl = approx_kl(log_probs, old_log_probs[idx])
-                    clipped = ((log_probs - old_log_probs[idx]).exp() - 1.0).abs() > cfg.clip_range
-                if cfg.target_kl is not None and kl.item() > 1.5 * cfg.target_kl:
+                log_ratio = log_probs.detach() - mb_old_log_probs
+                if cfg.target_kl is not None and approx_kl(log_ratio) > 1.5 * cfg.target_kl:
                     stopped_early = True
                     break
                 loss = policy_loss + cfg.value_coef * critic_loss - cfg.entropy_coef * entropy
-                grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
-                step_metrics = {
-                    "policy_loss": policy_loss.detach(),
-                    "value_loss": critic_loss.detach(),
-                    "entropy": entropy.detach(),
-                    "approx_kl": kl,
-                    "clip_fraction": clipped.float().mean(),
-                    "grad_norm": grad_norm,
-                }
-                for key, value in step_metrics.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                updates += 1
+                grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm)
+                with torch.no_grad():
+                    losses.append(torch.stack([policy_loss, critic_loss, entropy, grad_norm]))
+                log_ratios.append(log_ratio)
             if stopped_early:
                 break
+        metrics = dict.fromkeys(METRICS, float("nan"))
+        if losses:
+            means = torch.stack(losses).mean(0).tolist()
+            metrics.update(
+                zip(["policy_loss", "value_loss", "entropy", "grad_norm"], means, strict=True)
+            )
+            log_ratio = torch.cat(log_ratios)
+            metrics["approx_kl"] = approx_kl(log_ratio).item()
+            clipped = (log_ratio.exp() - 1.0).abs() > cfg.clip_range
+            metrics["clip_fraction"] = clipped.float().mean().item()
         self.steps += batch.steps
         return {
             "steps": batch.steps,
             **episode_metrics(batch),
-            **{k: (totals[k] / updates).item() if updates else float("nan") for k in METRICS},
+            **metrics,
             "explained_variance": explained_variance(old_values, targets),
             "learning_rate": lr,
             "epochs_stopped_early": float(stopped_early),

@@ -82,11 +82,12 @@ class Reinforce:
             cfg.gamma,
             batch.next_values if cfg.baseline else None,
         )
-        mask = batch.mask
-        obs, actions, returns = batch.obs[mask], batch.actions[mask], returns[mask]
+        obs, actions, returns, old_values = batch.valid(
+            batch.obs, batch.actions, returns, batch.values
+        )
 
         dist, values = self.model(obs)
-        advantages = returns - batch.values[mask] if cfg.baseline else returns
+        advantages = returns - old_values if cfg.baseline else returns
         if cfg.normalize_advantage:
             advantages = normalize(advantages)
         policy_loss = policy_gradient_loss(dist.log_prob(actions), advantages)

@@ -1,0 +1,74 @@
+"""Shared speed-ups keep the math: flat parameter buffers, the MLP's direct forward."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pgrad.algos.common import FlatParameters, make_optimizer
+from pgrad.policies import ActorCritic, CategoricalPolicy, mlp
+
+OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+
+def _model() -> ActorCritic:
+    torch.manual_seed(0)
+    return ActorCritic(CategoricalPolicy(OBS, 2), OBS)
+
+
+def _loss(model: ActorCritic, obs: torch.Tensor) -> torch.Tensor:
+    dist, value = model(obs)
+    return dist.log_prob(torch.tensor([0, 1, 1, 0])).mean() + (value - 1.0).square().mean()
+
+
+def test_flat_parameters_step_equals_per_parameter_clip_and_adam():
+    obs = torch.randn(4, 3)
+    reference, model = _model(), _model()
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01, eps=1e-5, foreach=False)
+    flat = FlatParameters(model)
+    flat_optimizer = make_optimizer("adam", [flat.param], lr=0.01, eps=1e-5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        _loss(reference, obs).backward()
+        expected_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
+        optimizer.step()
+        norm = flat.gradient_step(flat_optimizer, _loss(model, obs), 0.05)
+        assert torch.allclose(norm, expected_norm, rtol=1e-5)
+        assert expected_norm > 0.05  # the clip was active
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_flat_parameters_reattach_gradients_that_were_set_to_none():
+    model = _model()
+    flat = FlatParameters(model)
+    optimizer = make_optimizer("adam", [flat.param], lr=0.1, eps=1e-5)
+    model.zero_grad()  # sets every .grad to None: backward would allocate fresh tensors
+    before = flat.param.detach().clone()
+    flat.gradient_step(optimizer, _loss(model, torch.randn(4, 3)), None)
+    assert not torch.equal(before, flat.param.detach())
+    first = next(model.parameters())
+    assert first.data_ptr() == flat.param.data_ptr()  # parameters still view the buffer
+
+
+def test_flat_parameters_keep_state_dict_round_trips():
+    model = _model()
+    FlatParameters(model)
+    clone = copy.deepcopy(_model())
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(1.0)
+    model.load_state_dict(clone.state_dict())
+    obs = torch.randn(5, 3)
+    assert torch.allclose(model.value(obs), clone.value(obs))
+
+
+def test_mlp_forward_equals_calling_its_layers_in_order():
+    for activation in ("tanh", "relu", "elu", "gelu"):
+        net = mlp([3, 8, 8, 2], activation)
+        x = torch.randn(6, 3)
+        expected = x
+        for layer in net:
+            expected = layer(expected)
+        assert torch.equal(net(x), expected)
