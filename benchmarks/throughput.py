@@ -59,7 +59,17 @@ def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> floa
     import pgrad
 
     hp = case["hp"]
-    overrides: dict[str, Any] = {"n_envs": hp["n_envs"], "n_steps": hp["n_steps"]}
+    # SB3's MlpPolicy: separate [64, 64] tanh actor and critic, orthogonal init, no normalisation
+    # (pgrad's shipped per-env defaults may differ: pin the network so the work is the same).
+    overrides: dict[str, Any] = {
+        "n_envs": hp["n_envs"],
+        "n_steps": hp["n_steps"],
+        "hidden_sizes": [64, 64],
+        "activation": "tanh",
+        "ortho_init": True,
+        "normalize_obs": False,
+        "normalize_reward": False,
+    }
     if case["algo"] == "ppo":
         overrides.update(batch_size=hp["batch_size"], n_epochs=hp["n_epochs"])
     with tempfile.TemporaryDirectory() as tmp:

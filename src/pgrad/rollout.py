@@ -24,6 +24,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from pgrad.envs import autoreset_mode
+from pgrad.numpy_policy import NumpyPolicy
 from pgrad.policies import ActorCritic, Policy, mode
 
 
@@ -109,7 +110,12 @@ def _final_obs(info: dict, done: np.ndarray, next_obs: np.ndarray) -> np.ndarray
 
 class _Stepper:
     """A vector env's running state between steps: the current observations, which sub-envs
-    autoreset on the next step (NEXT_STEP), and the returns of the episodes under way."""
+    autoreset on the next step (NEXT_STEP), and the returns of the episodes under way.
+
+    It acts through ``NumpyPolicy`` where the model allows (see ``pgrad.numpy_policy``), else
+    through the torch model; its NumPy generator is seeded from torch's, so a seeded run
+    samples the same actions every time.
+    """
 
     def __init__(self, envs: gym.vector.VectorEnv):
         self.envs = envs
@@ -117,6 +123,7 @@ class _Stepper:
         self.same_step = autoreset_mode(envs) == AutoresetMode.SAME_STEP
         self.action_shape = envs.single_action_space.shape
         self.zeros = np.zeros(self.n, dtype=np.float32)
+        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
 
     def reset(self, seed: int | None) -> None:
         self.obs, _ = self.envs.reset(seed=seed)
@@ -126,21 +133,37 @@ class _Stepper:
         self.episode_returns: list[float] = []
         self.episode_lengths: list[int] = []
 
-    def step(
-        self,
-        model: Policy | ActorCritic,
-        store: _Storage,
-        keep: np.ndarray | bool,
-        deterministic: bool,
-    ) -> np.ndarray:
+    def use(self, model: Policy | ActorCritic) -> None:
+        """Act with ``model`` from now on."""
+        # Rebuilt only when the model or the memory under its parameters changed.
+        if getattr(self, "model", None) is not model:
+            self.model, self.params = model, list(model.parameters())
+            self.model_key = None
+        key = [p.data_ptr() for p in self.params]
+        if self.model_key != key:
+            self.model_key, self.fast = key, NumpyPolicy.of(model, self.rng)
+
+    def act(
+        self, obs: np.ndarray, deterministic: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(actions, log pi(a|s), V(s) or None) for the current observations."""
+        if self.fast is not None:
+            return self.fast(np.asarray(obs), deterministic)
+        dist, value = self.model(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
+        action = mode(dist) if deterministic else dist.sample()
+        log_prob = dist.log_prob(action).numpy()
+        return action.numpy(), log_prob, None if value is None else value.numpy()
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        if self.fast is not None:
+            return self.fast.value(np.asarray(obs))
+        return self.model.value(torch.from_numpy(np.asarray(obs, dtype=np.float32))).numpy()
+
+    def step(self, store: _Storage, keep: np.ndarray | bool, deterministic: bool) -> np.ndarray:
         """Act in every sub-env and store the transition; ``mask`` = ``keep`` and not an autoreset
         step. Returns which sub-envs ended a kept episode."""
-        obs_t = torch.from_numpy(np.asarray(self.obs, dtype=np.float32))
-        dist, value = model(obs_t)
+        action, log_prob, value = self.act(self.obs, deterministic)
         self.has_critic = value is not None
-        action = mode(dist) if deterministic else dist.sample()
-        log_prob = dist.log_prob(action)
-        action = action.numpy()
         next_obs, reward, terminated, truncated, info = self.envs.step(
             action.reshape(self.n, *self.action_shape)
         )
@@ -148,16 +171,15 @@ class _Stepper:
         valid = keep & ~self.autoreset
         final_value = self.zeros
         if self.same_step and self.has_critic and (done & valid).any():
-            final_obs = _final_obs(info, done, next_obs)
-            final_value = model.value(torch.as_tensor(final_obs, dtype=torch.float32)).numpy()
+            final_value = self.value(_final_obs(info, done, next_obs))
         store.put(
             obs=self.obs,
             actions=action,
-            log_probs=log_prob.numpy(),
+            log_probs=log_prob,
             rewards=reward,
             terminated=terminated,
             truncated=truncated,
-            values=self.zeros if value is None else value.numpy(),
+            values=self.zeros if value is None else value,
             final_values=final_value,
             mask=valid,
         )
@@ -177,15 +199,14 @@ class _Stepper:
         self.obs = next_obs
         return ended
 
-    def batch(self, model: Policy | ActorCritic, store: _Storage) -> Batch:
+    def batch(self, store: _Storage) -> Batch:
         """The stored steps as a ``Batch``, with V(s_{t+1}) of every step's true successor."""
         data = store.view()
         values = data.pop("values")
         final_values = data.pop("final_values")
-        last_value = torch.from_numpy(self.zeros)
-        if self.has_critic:  # V of the observation after the last step
-            last_value = model.value(torch.as_tensor(self.obs, dtype=torch.float32))
-        next_values = torch.cat([values[1:], last_value[None]])
+        # V of the observation after the last step
+        last_value = self.value(self.obs) if self.has_critic else self.zeros
+        next_values = torch.cat([values[1:], torch.from_numpy(last_value)[None]])
         if self.same_step:
             ended = data["terminated"] | data["truncated"]
             next_values = torch.where(ended, final_values, next_values)
@@ -217,12 +238,13 @@ def collect_episodes(
     """
     stepper = _Stepper(envs)
     stepper.reset(seed)
+    stepper.use(model)
     quota = np.broadcast_to(np.asarray(episodes_per_env), (stepper.n,))
     finished = np.zeros(stepper.n, dtype=np.int64)
     store = _Storage(capacity=256)
     while (finished < quota).any():
-        finished += stepper.step(model, store, finished < quota, deterministic)
-    return stepper.batch(model, store)
+        finished += stepper.step(store, finished < quota, deterministic)
+    return stepper.batch(store)
 
 
 class Rollout:
@@ -242,6 +264,7 @@ class Rollout:
     @torch.inference_mode()
     def collect(self, model: Policy | ActorCritic) -> Batch:
         self.store.t = 0
+        self.stepper.use(model)
         for _ in range(self.n_steps):
-            self.stepper.step(model, self.store, True, deterministic=False)
-        return self.stepper.batch(model, self.store)
+            self.stepper.step(self.store, True, deterministic=False)
+        return self.stepper.batch(self.store)

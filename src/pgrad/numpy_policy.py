@@ -1,0 +1,182 @@
+"""Acting in NumPy: a policy's forward pass, sampling and log-prob on its live parameters.
+
+Collecting experience calls the policy on a handful of observations at a time, thousands of
+times per second. There a torch op costs several microseconds of dispatch however small its
+tensors, and a NumPy op a fraction of that: ``NumpyPolicy`` runs the same network on NumPy views
+of the model's parameters (no copies: updates show through), so the rollout spends its time in
+the env. Training still runs in torch, on the stored observations and actions; the log-probs and
+values stored here agree with torch's to float32 rounding (tests check each policy family).
+
+Models it does not know (another activation, a custom policy, a GPU) fall back to torch:
+``NumpyPolicy.of`` returns None for them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from pgrad.policies import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    MLP,
+    ActorCritic,
+    CategoricalPolicy,
+    GaussianPolicy,
+    MultiCategoricalPolicy,
+    ObservationEncoder,
+    Policy,
+)
+
+LOG_SQRT_2PI = np.float32(0.5 * math.log(2.0 * math.pi))
+LOG_2 = np.float32(math.log(2.0))
+
+_ACTIVATIONS = {
+    nn.Tanh: np.tanh,
+    nn.ReLU: lambda x: np.maximum(x, np.float32(0.0)),
+    nn.ELU: lambda x: np.where(x > 0, x, np.expm1(x)),
+}
+
+
+def _array(p: torch.Tensor) -> np.ndarray:
+    return p.detach().numpy()
+
+
+class _Linear:
+    def __init__(self, layer: nn.Linear):
+        self.weight_t, self.bias = _array(layer.weight).T, _array(layer.bias)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weight_t + self.bias
+
+
+class _Body:
+    """encoder + MLP: flat float32 features of a batch of raw observations."""
+
+    def __init__(self, encoder: ObservationEncoder, body: MLP):
+        self.one_hot = encoder.one_hot
+        self.layers = []
+        for layer in body:
+            if isinstance(layer, nn.Linear):
+                self.layers.append(_Linear(layer))
+            else:
+                self.layers.append(_ACTIVATIONS[type(layer)])
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.one_hot:
+            x = np.eye(self.one_hot, dtype=np.float32)[obs.astype(np.int64)]
+        else:
+            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _supported(model: nn.Module) -> bool:
+    known = (nn.Linear, MLP, ObservationEncoder, Policy, ActorCritic)
+    return all(isinstance(m, known) or type(m) in _ACTIVATIONS for m in model.modules())
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _categorical(
+    logits: np.ndarray, rng: np.random.Generator, deterministic: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(a, log pi(a)) with a ~ softmax(logits) by inverse CDF, or a = argmax."""
+    log_probs = _log_softmax(logits)
+    if deterministic:
+        action = log_probs.argmax(-1)
+    else:
+        cdf = np.exp(log_probs).cumsum(-1)
+        u = rng.random((len(cdf), 1), dtype=np.float32)
+        action = np.minimum((cdf <= u).sum(-1), cdf.shape[-1] - 1)
+    return action, log_probs[np.arange(len(action)), action]
+
+
+class NumpyPolicy:
+    """``model``'s actions, their log-probs and V(s) (None without a critic), in NumPy."""
+
+    def __init__(self, model: Policy | ActorCritic, rng: np.random.Generator):
+        self.rng = rng
+        actor = model.actor if isinstance(model, ActorCritic) else model
+        self.actor = actor
+        self.body = _Body(actor.encoder, actor.body)
+        self.critic_body = self.value_head = None
+        if isinstance(model, ActorCritic):
+            self.value_head = _Linear(model.value_head)
+            if not model.shared:
+                self.critic_body = _Body(model.critic_encoder, model.critic_body)
+        if isinstance(actor, (CategoricalPolicy, MultiCategoricalPolicy)):
+            self.logits = _Linear(actor.logits)
+            self.nvec = getattr(actor, "nvec", None)
+        else:
+            self.mean = _Linear(actor.mean)
+            if actor.std_mode == "parameter":
+                self.log_std = _array(actor.log_std)
+            else:
+                self.log_std_head = _Linear(actor.log_std_head)
+            if actor.squash == "tanh":
+                self.loc, self.scale = _array(actor.loc), _array(actor.scale)
+
+    @staticmethod
+    def of(model: nn.Module, rng: np.random.Generator) -> NumpyPolicy | None:
+        """A NumPy twin of ``model``, or None where it has parts this module does not know."""
+        actor = model.actor if isinstance(model, ActorCritic) else model
+        known = (CategoricalPolicy, MultiCategoricalPolicy, GaussianPolicy)
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        if type(actor) not in known or not on_cpu or not _supported(model):
+            return None
+        return NumpyPolicy(model, rng)
+
+    def __call__(
+        self, obs: np.ndarray, deterministic: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(actions, log pi(a|s), V(s) or None) for a batch of raw observations."""
+        features = self.body(obs)
+        if isinstance(self.actor, (CategoricalPolicy, MultiCategoricalPolicy)):
+            action, log_prob = self._discrete(features, deterministic)
+        else:
+            action, log_prob = self._gaussian(features, deterministic)
+        value = None
+        if self.value_head is not None:
+            critic = features if self.critic_body is None else self.critic_body(obs)
+            value = self.value_head(critic)[:, 0]
+        return action, log_prob, value
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        features = self.body(obs) if self.critic_body is None else self.critic_body(obs)
+        return self.value_head(features)[:, 0]
+
+    def _discrete(self, features: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
+        logits = self.logits(features)
+        if self.nvec is None:
+            return _categorical(logits, self.rng, deterministic)
+        parts = np.split(logits, np.cumsum(self.nvec)[:-1], axis=-1)
+        drawn = [_categorical(part, self.rng, deterministic) for part in parts]
+        return np.stack([a for a, _ in drawn], -1), sum(lp for _, lp in drawn)
+
+    def _gaussian(self, features: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
+        """u = mean + std * eps; log N(u) = -eps^2 / 2 - log std - log sqrt(2 pi) per dimension,
+        and with tanh squashing a = loc + scale * tanh(u) minus the log-det-Jacobian
+        log(scale (1 - tanh(u)^2)) = log scale + 2 (log 2 - u - softplus(-2u))."""
+        mean = self.mean(features)
+        if hasattr(self, "log_std"):
+            log_std = np.broadcast_to(self.log_std, mean.shape)
+        else:
+            log_std = np.clip(self.log_std_head(features), LOG_STD_MIN, LOG_STD_MAX)
+        if deterministic:
+            eps = np.zeros_like(mean)
+        else:
+            eps = self.rng.standard_normal(mean.shape, dtype=np.float32)
+        u = mean + np.exp(log_std) * eps
+        log_prob = -0.5 * eps * eps - log_std - LOG_SQRT_2PI
+        if self.actor.squash != "tanh":
+            return u, log_prob.sum(-1)
+        log_det = 2.0 * (LOG_2 - u - np.logaddexp(np.float32(0.0), -2.0 * u)) + np.log(self.scale)
+        return self.loc + self.scale * np.tanh(u), (log_prob - log_det).sum(-1)
