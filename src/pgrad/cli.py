@@ -57,6 +57,12 @@ def train(
         progress=progress,
     )
     summary = run.summary
+    if "interrupted" in summary:
+        console.print(
+            f"interrupted by {summary['interrupted']} at step {summary['steps']:,}; "
+            f"checkpoint saved in {run.path / 'checkpoints'}"
+        )
+        raise typer.Exit(130 if summary["interrupted"] == "SIGINT" else 143)
     console.print(
         f"[bold]{algo}[/] on [bold]{env}[/]: evaluation return "
         f"[bold green]{summary['mean_return']:.1f} ± {summary['std_return']:.1f}[/] over "

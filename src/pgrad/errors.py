@@ -3,3 +3,7 @@
 
 class PgradError(Exception):
     """Bad input or a bad run directory; the CLI prints ``error: <message>`` and exits with 2."""
+
+
+class NonFiniteError(PgradError):
+    """A NaN or Inf in a loss or gradient; the update that met it was not applied."""

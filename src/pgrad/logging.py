@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -22,6 +23,7 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, total_steps: int, progress: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.run_dir = run_dir
         self.file = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115 (closed in close())
         self.writer: csv.DictWriter | None = None
         self.tensorboard = SummaryWriter(str(run_dir))
@@ -58,6 +60,14 @@ class MetricsLogger:
             info += f"  {step / max(elapsed, 1e-9):,.0f} sps"
             total = self.progress.tasks[0].total or step
             self.progress.update(self.task, completed=min(step, total), info=info)
+
+    def warn(self, message: str) -> None:
+        """A warning: printed (once; the caller dedups), appended to ``warnings.txt``, and
+        recorded in TensorBoard as text."""
+        Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False)
+        with open(self.run_dir / "warnings.txt", "a") as f:
+            f.write(message + "\n")
+        self.tensorboard.add_text("warnings", message)
 
     def close(self) -> None:
         if self.progress is not None:

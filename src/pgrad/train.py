@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterable
 from importlib.metadata import version
@@ -22,8 +24,10 @@ from pgrad.envs import (
     make_vec_env,
     normalization_state,
 )
+from pgrad.errors import NonFiniteError
 from pgrad.logging import MetricsLogger
 from pgrad.plot import plot_runs
+from pgrad.watchdog import Watchdog
 
 
 def resolve(
@@ -103,13 +107,24 @@ def train(
         return returns
 
     logger = MetricsLogger(path, cfg.steps, progress)
+    watchdog = Watchdog(cfg.steps)
+    warnings: list[str] = []
     start = time.perf_counter()
     step = iteration = 0
     next_eval, next_checkpoint, next_log = cfg.eval_every, cfg.checkpoint_every, cfg.log_every
     pending: list[dict[str, float]] = []
+    stop = _StopSignals()
     try:
-        while step < cfg.steps:
-            metrics = algorithm.iterate()
+        while step < cfg.steps and stop.signal is None:
+            try:
+                metrics = algorithm.iterate()
+            except NonFiniteError as e:
+                last = runs.checkpoints(path)
+                kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint yet"
+                raise NonFiniteError(
+                    f"{e} in update {iteration + 1} (after step {step:,}); the update was not "
+                    f"applied and the run stopped; {kept}"
+                ) from None
             step += int(metrics.pop("steps"))
             iteration += 1
             pending.append(metrics)
@@ -120,22 +135,30 @@ def train(
             if step >= next_log or step >= cfg.steps or not math.isnan(eval_return):
                 row = {"iteration": iteration, **_average(pending), "eval_return": eval_return}
                 logger.write(step, row)
+                for message in watchdog.update(step, row):
+                    warnings.append(message)
+                    logger.warn(message)
                 pending = []
                 next_log = _next(next_log, step, cfg.log_every)
             if step >= next_checkpoint:
                 checkpoint(step)
                 next_checkpoint = _next(next_checkpoint, step, cfg.checkpoint_every)
+        if pending:  # stopped by a signal between log rows
+            logger.write(
+                step, {"iteration": iteration, **_average(pending), "eval_return": math.nan}
+            )
         checkpoint(step)
         train_time = time.perf_counter() - start
-        returns = evaluation()
+        returns = evaluation() if stop.signal is None else None
     finally:
+        stop.restore()
         logger.close()
         envs.close()
         eval_envs.close()
     summary = {
-        "mean_return": float(returns.mean()),
-        "std_return": float(returns.std()),
-        "episodes": len(returns),
+        "mean_return": None if returns is None else float(returns.mean()),
+        "std_return": None if returns is None else float(returns.std()),
+        "episodes": 0 if returns is None else len(returns),
         "steps": step,
         "wall_time_s": round(time.perf_counter() - start, 3),
         "train_time_s": round(train_time, 3),
@@ -143,11 +166,35 @@ def train(
         "algo": algo,
         "env": env,
         "seed": cfg.seed,
+        "warnings": warnings,
     }
+    if stop.signal is not None:
+        summary["interrupted"] = signal.Signals(stop.signal).name
     runs.write_json(path / "summary.json", summary)
     run = runs.Run(path)
     plot_runs([run], path / "learning_curve.png")
     return run
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM ask the training loop to stop after the current update (it then saves a
+    final checkpoint and returns); a second signal interrupts at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _next(due: int, step: int, every: int) -> int:

@@ -98,7 +98,7 @@ class A2C(OnPolicy):
             batch.obs, batch.actions, advantages, targets, batch.values
         )
         loss, parts = self.loss(obs, actions, advantages, targets)
-        grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm)
+        grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm, parts)
         self.steps += batch.steps
         metrics.update({k: v.item() for k, v in parts.items()})
         metrics["explained_variance"] = explained_variance(values, targets)

@@ -12,6 +12,7 @@ from torch import nn
 
 from pgrad.config import Config, ConfigError
 from pgrad.envs import spaces
+from pgrad.errors import NonFiniteError
 from pgrad.policies import ActorCritic, Policy, make_policy
 from pgrad.rollout import Batch, Rollout
 
@@ -60,19 +61,36 @@ def build_model(
     return ActorCritic(policy, observation_space, shared=config.shared, **body)
 
 
+def check_loss(loss: torch.Tensor, parts: dict[str, torch.Tensor] | None = None) -> None:
+    """Raise ``NonFiniteError`` naming the first non-finite part of ``loss`` (or ``loss``)."""
+    if bool(torch.isfinite(loss)):
+        return
+    bad = [k for k, v in (parts or {}).items() if not bool(torch.isfinite(v).all())]
+    raise NonFiniteError(f"non-finite {bad[0] if bad else 'loss'} ({float(loss)})")
+
+
+def check_grad_norm(grad_norm: torch.Tensor) -> None:
+    if not bool(torch.isfinite(grad_norm)):
+        raise NonFiniteError(f"non-finite gradient (global norm {float(grad_norm)})")
+
+
 def gradient_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss: torch.Tensor,
     max_grad_norm: float | None,
+    parts: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One optimizer step on ``loss``, the global gradient norm clipped to ``max_grad_norm``;
-    returns the norm before clipping."""
+    returns the norm before clipping. A non-finite loss or gradient raises ``NonFiniteError``
+    (naming the part of ``parts`` at fault) before any parameter changes."""
+    check_loss(loss, parts)
     optimizer.zero_grad()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), max_grad_norm or float("inf"), foreach=True
     )
+    check_grad_norm(grad_norm)
     optimizer.step()
     return grad_norm
 
@@ -117,12 +135,18 @@ class FlatParameters:
         return norm
 
     def gradient_step(
-        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None
+        self,
+        optimizer: torch.optim.Optimizer,
+        loss: torch.Tensor,
+        max_grad_norm: float | None,
+        parts: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``gradient_step`` on the flat buffers; ``optimizer`` must optimize ``self.param``."""
+        check_loss(loss, parts)
         self.zero_grad()
         loss.backward()
         grad_norm = self.clip_grad_norm(max_grad_norm)
+        check_grad_norm(grad_norm)
         optimizer.step()
         return grad_norm
 

@@ -105,7 +105,8 @@ class PPO(OnPolicy):
                     stopped_early = True
                     break
                 loss = policy_loss + cfg.value_coef * critic_loss - cfg.entropy_coef * entropy
-                grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm)
+                parts = {"policy_loss": policy_loss, "value_loss": critic_loss, "entropy": entropy}
+                grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm, parts)
                 with torch.no_grad():
                     losses.append(torch.stack([policy_loss, critic_loss, entropy, grad_norm]))
                 log_ratios.append(log_ratio)

@@ -98,7 +98,8 @@ class Reinforce:
             critic_loss = value_loss(values, returns)
             loss = loss + cfg.value_coef * critic_loss
 
-        grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm)
+        parts = {"policy_loss": policy_loss, "value_loss": critic_loss, "entropy": entropy}
+        grad_norm = gradient_step(self.model, self.optimizer, loss, cfg.max_grad_norm, parts)
         if values is not None:
             for _ in range(cfg.value_epochs - 1):
                 # Actor gradients are None after zero_grad, so Adam leaves the actor alone.

@@ -1,0 +1,99 @@
+"""Runs that fail loudly: NaN guards, the watchdog's warnings, clean stops on signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import pgrad
+from pgrad.agent import load
+from pgrad.errors import NonFiniteError
+from pgrad.runs import checkpoints, load_checkpoint
+from pgrad.watchdog import Watchdog
+
+
+def test_a_nan_in_the_loss_stops_the_run_naming_it_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch
+):
+    import pgrad.algos.ppo as ppo
+
+    calls = {"n": 0}
+    real_value_loss = ppo.value_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_value_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 60 else loss  # from the 4th update on
+
+    monkeypatch.setattr(ppo, "value_loss", poisoned)
+    run_dir = tmp_path / "r"
+    with pytest.raises(NonFiniteError, match=r"non-finite value_loss .* update 4 \(after step "):
+        pgrad.train(
+            "ppo", "CartPole-v1", steps=20_000, seed=0, run_dir=run_dir, checkpoint_every=256,
+            n_envs=8, n_steps=32, n_epochs=20, batch_size=256,
+        )  # fmt: skip
+    last = checkpoints(run_dir)[-1]
+    state = load_checkpoint(last)  # intact and loadable
+    assert 3 * 256 - 64 <= state["step"] <= 3 * 256  # after update 3 (autoreset steps uncounted)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert load(run_dir).evaluate(episodes=2).shape == (2,)
+
+
+def test_a_flipped_policy_gradient_sign_triggers_the_falling_returns_warning(tmp_path, monkeypatch):
+    import pgrad.algos.reinforce as reinforce
+
+    def run(name):
+        return pgrad.train(
+            "reinforce", "CartPole-v1", steps=25_000, seed=0, run_dir=tmp_path / name,
+            log_every=1000, eval_episodes=2,
+        )  # fmt: skip
+
+    healthy = run("healthy")
+    assert not any("falling returns" in w for w in healthy.summary["warnings"])
+    real = reinforce.policy_gradient_loss
+    monkeypatch.setattr(reinforce, "policy_gradient_loss", lambda lp, adv: -real(lp, adv))
+    flipped = run("flipped")
+    assert any("falling returns" in w for w in flipped.summary["warnings"])
+    assert "falling returns" in (tmp_path / "flipped" / "warnings.txt").read_text()
+
+
+def test_watchdog_flags_value_loss_explosion_and_entropy_collapse_once():
+    dog = Watchdog(total_steps=100_000)
+    assert dog.update(1000, {"entropy": 0.69, "value_loss": 1.0}) == []
+    for step in range(2000, 7000, 1000):
+        assert dog.update(step, {"entropy": 0.6, "value_loss": 1.2}) == []
+    warnings = dog.update(7000, {"entropy": 0.01, "value_loss": 500.0})
+    assert len(warnings) == 2
+    assert any("entropy collapse" in w for w in warnings)
+    assert any("value-loss explosion" in w for w in warnings)
+    assert dog.update(8000, {"entropy": 0.01, "value_loss": 900.0}) == []  # once each
+    late = Watchdog(total_steps=10_000)
+    late.update(1000, {"entropy": 0.69})
+    assert late.update(9000, {"entropy": 0.01}) == []  # late in training: allowed to converge
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_final_checkpoint_and_exits_cleanly(tmp_path, sig):
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrad", "train", "a2c", "--env", "CartPole-v1",
+         "--steps", "100000000", "--run-dir", str(run_dir), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not (run_dir / "metrics.csv").exists() or (run_dir / "metrics.csv").stat().st_size < 300:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert "Traceback" not in err
+    assert f"interrupted by {signal.Signals(sig).name}" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] == signal.Signals(sig).name
+    assert load(run_dir).step == summary["steps"] > 0
