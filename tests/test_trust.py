@@ -9,9 +9,13 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pgrad
+from pgrad import algos
 from pgrad.agent import load
+from pgrad.config import ConfigError, build, keys, parse_set
 from pgrad.errors import NonFiniteError
 from pgrad.runs import checkpoints, load_checkpoint
 from pgrad.watchdog import Watchdog
@@ -97,3 +101,37 @@ def test_a_signal_saves_a_final_checkpoint_and_exits_cleanly(tmp_path, sig):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] == signal.Signals(sig).name
     assert load(run_dir).step == summary["steps"] > 0
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.one_of(st.integers(-5, 300), st.text(max_size=4), st.floats()), max_size=4),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    algo=st.sampled_from(["reinforce", "reinforce_baseline", "actor_critic", "a2c", "ppo"]),
+    data=st.data(),
+)
+def test_config_parser_gives_a_valid_config_or_a_clean_error(algo, data):
+    """Random keys (real ones and junk) with random values of every YAML-ish type, through
+    the same path as `--config`/`--set`: a ConfigError or a config that passes its own checks."""
+    spec = algos.get(algo)
+    real_keys = list(keys(spec.config_cls))
+    key_strategy = st.one_of(st.sampled_from(real_keys), st.text(max_size=10))
+    layer = data.draw(st.dictionaries(key_strategy, VALUES, max_size=4))
+    sets = data.draw(st.lists(st.text(max_size=20), max_size=2))
+    try:
+        layers = [layer, dict(parse_set(item) for item in sets)]
+        config = build(spec.config_cls, layers, algo)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+        return
+    config.check()
+    assert config.learning_rate > 0 and 0 <= config.gamma <= 1 and config.n_envs >= 1
