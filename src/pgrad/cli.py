@@ -1,4 +1,4 @@
-"""The ``pgrad`` command: train, eval, plot, algos.
+"""The ``pgrad`` command: train, eval, export, plot, algos.
 
 Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
 directory) prints one line, ``error: ...``, and exits with status 2.
@@ -101,6 +101,20 @@ def evaluate(
             f"return {result['mean_return']:.1f} ± {result['std_return']:.1f} "
             f"over {episodes} episodes"
         )
+
+
+@app.command("export")
+def export_policy(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    format_: Annotated[
+        str, typer.Option("--format", help="torchscript or onnx (needs pgrad[export]).")
+    ] = "torchscript",
+    out: Annotated[Path | None, typer.Option(help="File to write (default: in RUN_DIR).")] = None,
+) -> None:
+    """Export the latest policy: observations (normalisation included) -> deterministic actions."""
+    from pgrad.export import export
+
+    console.print(f"wrote {export(run_dir, format_, out)}")  # type: ignore[arg-type]
 
 
 @app.command()
