@@ -29,7 +29,7 @@ console = Console()
 
 @app.command()
 def train(
-    algo: Annotated[str, typer.Argument(help="Algorithm name (see `pgrad algos`).")],
+    algo: Annotated[str | None, typer.Argument(help="Algorithm name (see `pgrad algos`).")] = None,
     env: Annotated[str, typer.Option(help="Gymnasium env id.")] = "CartPole-v1",
     steps: Annotated[int | None, typer.Option(help="Environment steps to train for.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
@@ -42,10 +42,16 @@ def train(
         Path | None, typer.Option(help="Where to write the run (default: runs/...).")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this run from its latest checkpoint (--steps may extend it)."),
+    ] = None,
 ) -> None:
     """Train ALGO on an env; ends with an evaluation and a learning-curve plot."""
     from pgrad.train import train as run_training
 
+    if resume is not None and (config or set_ or run_dir or seed is not None):
+        raise PgradError("--resume continues a run as configured; it takes only --steps")
     run = run_training(
         algo,
         env,
@@ -55,6 +61,7 @@ def train(
         run_dir=run_dir,
         sets=set_ or (),
         progress=progress,
+        resume=resume,
     )
     summary = run.summary
     if "interrupted" in summary:

@@ -20,12 +20,28 @@ class MetricsLogger:
     progress bar only.
     """
 
-    def __init__(self, run_dir: Path, total_steps: int, progress: bool = False):
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        progress: bool = False,
+        keep_rows_to: int | None = None,
+    ):
+        """With ``keep_rows_to`` (a resumed run), the existing rows up to that step are kept and
+        later ones (logged after the checkpoint being resumed from) dropped."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
+        header, rows = None, []
+        if keep_rows_to is not None and (run_dir / "metrics.csv").exists():
+            with open(run_dir / "metrics.csv", newline="") as f:
+                header, *rows = list(csv.reader(f)) or [None]
+            rows = [r for r in rows if int(r[0]) <= keep_rows_to]
         self.file = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115 (closed in close())
         self.writer: csv.DictWriter | None = None
+        if header:
+            csv.writer(self.file).writerows([header, *rows])
+            self.writer = csv.DictWriter(self.file, fieldnames=header)
         self.tensorboard = SummaryWriter(str(run_dir))
         self.start = time.perf_counter()
         self.progress: Progress | None = None

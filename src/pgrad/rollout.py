@@ -133,6 +133,21 @@ class _Stepper:
         self.episode_returns: list[float] = []
         self.episode_lengths: list[int] = []
 
+    STATE = ("obs", "autoreset", "running_return", "running_length", "episode_returns",
+             "episode_lengths")  # fmt: skip
+
+    def state(self) -> dict:
+        """Everything a resumed run needs to continue exactly: the env's current observations,
+        the episodes under way, and the sampling generator."""
+        return {**{k: getattr(self, k) for k in self.STATE}, "rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv) -> None:
+        """Continue from ``state`` in ``envs`` (the restored env it was taken with)."""
+        self.envs = envs
+        for k in self.STATE:
+            setattr(self, k, state[k])
+        self.rng.bit_generator.state = state["rng"]
+
     def use(self, model: Policy | ActorCritic) -> None:
         """Act with ``model`` from now on."""
         # Rebuilt only when the model or the memory under its parameters changed.

@@ -91,6 +91,9 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     atomic_write(path, buffer.getvalue())
     for old in checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
+    for stale in (run_dir / "checkpoints").glob(".step-*.tmp"):  # from writers killed mid-write
+        if not stale.name.endswith(f".{os.getpid()}.tmp"):
+            stale.unlink(missing_ok=True)
     return path
 
 

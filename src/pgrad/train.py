@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -24,7 +28,7 @@ from pgrad.envs import (
     make_vec_env,
     normalization_state,
 )
-from pgrad.errors import NonFiniteError
+from pgrad.errors import NonFiniteError, PgradError
 from pgrad.logging import MetricsLogger
 from pgrad.plot import plot_runs
 from pgrad.watchdog import Watchdog
@@ -58,7 +62,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(
-    algo: str,
+    algo: str | None = None,
     env: str = "CartPole-v1",
     steps: int | None = None,
     seed: int | None = None,
@@ -66,13 +70,27 @@ def train(
     run_dir: str | Path | None = None,
     sets: Iterable[str] = (),
     progress: bool = False,
+    resume: str | Path | None = None,
     **overrides: Any,
 ) -> runs.Run:
     """Train ``algo`` on ``env`` and return the finished run directory.
 
     Everything is checked (algorithm, env id, every config value) before anything is written.
+    With ``resume=RUN_DIR``, continue that run from its latest checkpoint instead (``steps``
+    may raise its budget): same config, model, optimizer, normalisation statistics, RNG states,
+    env state (where the env can be pickled) and counters, so it logs what the uninterrupted run
+    would have logged.
     """
-    cfg = resolve(algo, env, steps, seed, config, sets, **overrides)
+    if resume is not None:
+        given = algo
+        path, algo, env, cfg, saved = _resume_config(resume, steps)
+        if given is not None and given != algo:
+            raise PgradError(f"run {str(resume)!r} is a {algo!r} run, not {given!r}")
+    else:
+        if algo is None:
+            raise PgradError("train needs an algorithm name (or resume=RUN_DIR)")
+        cfg = resolve(algo, env, steps, seed, config, sets, **overrides)
+        saved = None
     spec = algos.get(algo)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -82,9 +100,13 @@ def train(
     )  # fmt: skip
     eval_envs = make_vec_env(env, min(cfg.eval_episodes, 10), normalize_obs=cfg.normalize_obs)
     algorithm = spec.make(cfg, envs, cfg.seed)
-    path = runs.create(run_dir, algo, env, cfg.seed)
-    meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}
-    runs.write_yaml(path / "config.yaml", {**meta, **to_dict(cfg)})
+    if saved is None:
+        path = runs.create(run_dir, algo, env, cfg.seed)
+        meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}
+        runs.write_yaml(path / "config.yaml", {**meta, **to_dict(cfg)})
+        loop = _Loop(cfg)
+    else:
+        envs, loop = _restore(saved, algorithm, envs, cfg)
 
     def checkpoint(step: int) -> None:
         state = {
@@ -93,6 +115,7 @@ def train(
             "model": algorithm.model.state_dict(),
             "optimizer": algorithm.optimizer.state_dict(),
             "normalization": normalization_state(envs),
+            "training": _training_state(loop, algorithm, envs),
         }
         runs.save_checkpoint(path, step, state, cfg.keep_checkpoints)
 
@@ -106,49 +129,38 @@ def train(
         algorithm.model.train()
         return returns
 
-    logger = MetricsLogger(path, cfg.steps, progress)
-    watchdog = Watchdog(cfg.steps)
-    warnings: list[str] = []
-    start = time.perf_counter()
-    step = iteration = 0
-    next_eval, next_checkpoint, next_log = cfg.eval_every, cfg.checkpoint_every, cfg.log_every
-    pending: list[dict[str, float]] = []
+    logger = MetricsLogger(path, cfg.steps, progress, keep_rows_to=loop.step if saved else None)
+    start = time.perf_counter() - loop.train_time
     stop = _StopSignals()
     try:
-        while step < cfg.steps and stop.signal is None:
+        while loop.step < cfg.steps and stop.signal is None:
             try:
                 metrics = algorithm.iterate()
             except NonFiniteError as e:
                 last = runs.checkpoints(path)
                 kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint yet"
                 raise NonFiniteError(
-                    f"{e} in update {iteration + 1} (after step {step:,}); the update was not "
-                    f"applied and the run stopped; {kept}"
+                    f"{e} in update {loop.iteration + 1} (after step {loop.step:,}); the update "
+                    f"was not applied and the run stopped; {kept}"
                 ) from None
-            step += int(metrics.pop("steps"))
-            iteration += 1
-            pending.append(metrics)
+            loop.step += int(metrics.pop("steps"))
+            loop.iteration += 1
+            loop.pending.append(metrics)
             eval_return = float("nan")
-            if cfg.eval_every and step >= next_eval:
+            if cfg.eval_every and loop.step >= loop.next_eval:
                 eval_return = float(evaluation().mean())
-                next_eval = _next(next_eval, step, cfg.eval_every)
-            if step >= next_log or step >= cfg.steps or not math.isnan(eval_return):
-                row = {"iteration": iteration, **_average(pending), "eval_return": eval_return}
-                logger.write(step, row)
-                for message in watchdog.update(step, row):
-                    warnings.append(message)
-                    logger.warn(message)
-                pending = []
-                next_log = _next(next_log, step, cfg.log_every)
-            if step >= next_checkpoint:
-                checkpoint(step)
-                next_checkpoint = _next(next_checkpoint, step, cfg.checkpoint_every)
-        if pending:  # stopped by a signal between log rows
-            logger.write(
-                step, {"iteration": iteration, **_average(pending), "eval_return": math.nan}
-            )
-        checkpoint(step)
-        train_time = time.perf_counter() - start
+                loop.next_eval = _next(loop.next_eval, loop.step, cfg.eval_every)
+            if loop.step >= loop.next_log or loop.step >= cfg.steps or not math.isnan(eval_return):
+                loop.log(logger, eval_return)
+                loop.next_log = _next(loop.next_log, loop.step, cfg.log_every)
+            if loop.step >= loop.next_checkpoint:
+                loop.train_time = time.perf_counter() - start
+                checkpoint(loop.step)
+                loop.next_checkpoint = _next(loop.next_checkpoint, loop.step, cfg.checkpoint_every)
+        if loop.pending:  # stopped by a signal between log rows
+            loop.log(logger, math.nan)
+        loop.train_time = time.perf_counter() - start
+        checkpoint(loop.step)
         returns = evaluation() if stop.signal is None else None
     finally:
         stop.restore()
@@ -159,14 +171,14 @@ def train(
         "mean_return": None if returns is None else float(returns.mean()),
         "std_return": None if returns is None else float(returns.std()),
         "episodes": 0 if returns is None else len(returns),
-        "steps": step,
+        "steps": loop.step,
         "wall_time_s": round(time.perf_counter() - start, 3),
-        "train_time_s": round(train_time, 3),
-        "sps": round(step / train_time, 1),
+        "train_time_s": round(loop.train_time, 3),
+        "sps": round(loop.step / loop.train_time, 1),
         "algo": algo,
         "env": env,
         "seed": cfg.seed,
-        "warnings": warnings,
+        "warnings": loop.warnings,
     }
     if stop.signal is not None:
         summary["interrupted"] = signal.Signals(stop.signal).name
@@ -174,6 +186,103 @@ def train(
     run = runs.Run(path)
     plot_runs([run], path / "learning_curve.png")
     return run
+
+
+class _Loop:
+    """The training loop's counters and unlogged rows: all saved in checkpoints."""
+
+    def __init__(self, cfg: Config):
+        self.step = self.iteration = 0
+        self.next_eval, self.next_checkpoint = cfg.eval_every, cfg.checkpoint_every
+        self.next_log = cfg.log_every
+        self.pending: list[dict[str, float]] = []
+        self.watchdog = Watchdog(cfg.steps)
+        self.warnings: list[str] = []
+        self.train_time = 0.0
+
+    def log(self, logger: MetricsLogger, eval_return: float) -> None:
+        row = {"iteration": self.iteration, **_average(self.pending), "eval_return": eval_return}
+        logger.write(self.step, row)
+        for message in self.watchdog.update(self.step, row):
+            self.warnings.append(message)
+            logger.warn(message)
+        self.pending = []
+
+
+def _env_blob(envs: gym.vector.VectorEnv) -> bytes | None:
+    """The vector env (sub-envs, wrappers, RNGs) pickled, or None where that cannot be trusted:
+    MuJoCo's simulator state does not survive pickling, and some envs (Box2D, subprocesses)
+    cannot be pickled at all."""
+    sub_envs = getattr(envs.unwrapped, "envs", [])
+    if any(c.__name__ == "MujocoEnv" for e in sub_envs for c in type(e.unwrapped).__mro__):
+        return None
+    try:
+        return cloudpickle.dumps(envs)
+    except Exception:  # whatever an env's members raise when pickled
+        return None
+
+
+def _training_state(loop: _Loop, algorithm: algos.Algorithm, envs: gym.vector.VectorEnv) -> Any:
+    """Everything else ``resume`` restores, pickled into a byte tensor (the checkpoint itself
+    stays loadable with ``weights_only=True``)."""
+    payload = {
+        "loop": loop,
+        "algorithm": algorithm.state(),
+        "envs": _env_blob(envs),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
+    }
+    return torch.frombuffer(bytearray(pickle.dumps(payload)), dtype=torch.uint8)
+
+
+def _resume_config(
+    run_dir: str | Path, steps: int | None
+) -> tuple[Path, str, str, Config, dict[str, Any]]:
+    run = runs.Run.open(run_dir)
+    meta = run.config
+    algo, env = meta["algo"], meta["env"]
+    settings = {k: v for k, v in meta.items() if k not in ("algo", "env", "pgrad_version")}
+    if steps is not None:
+        settings["steps"] = steps
+    cfg = build(algos.get(algo).config_cls, [settings], algo)
+    state = runs.load_checkpoint(run.latest_checkpoint())
+    if "training" not in state:
+        raise PgradError(f"{run.latest_checkpoint()} holds no training state to resume from")
+    if steps is not None:
+        runs.write_yaml(run.path / "config.yaml", {**meta, "steps": steps})
+    return run.path, algo, env, cfg, state
+
+
+def _restore(
+    state: dict[str, Any], algorithm: algos.Algorithm, envs: gym.vector.VectorEnv, cfg: Config
+) -> tuple[gym.vector.VectorEnv, _Loop]:
+    """Put a checkpoint's state into a freshly built algorithm; returns the env to train in
+    (the restored one where it was saved) and the loop state."""
+    payload = pickle.loads(state["training"].numpy().tobytes())
+    algorithm.model.load_state_dict(state["model"])
+    algorithm.optimizer.load_state_dict(state["optimizer"])
+    if payload["envs"] is not None:
+        envs.close()
+        envs = pickle.loads(payload["envs"])
+    else:
+        load_normalization_state(envs, state["normalization"])
+        warnings.warn(
+            "this env's state cannot be saved: the resumed run continues in fresh episodes, so "
+            "its metrics will differ from an uninterrupted run's",
+            stacklevel=3,
+        )
+    algorithm.load_state(payload["algorithm"], envs)
+    if payload["envs"] is None and hasattr(algorithm, "rollout"):
+        algorithm.rollout.stepper.reset(None)
+    loop: _Loop = payload["loop"]
+    loop.watchdog.total_steps = cfg.steps
+    torch.set_rng_state(payload["rng"]["torch"])
+    np.random.set_state(payload["rng"]["numpy"])
+    random.setstate(payload["rng"]["python"])
+    return envs, loop
 
 
 class _StopSignals:

@@ -6,10 +6,11 @@ Each fires at most once per run:
   below 5% of its first logged value (only for a positive first value: discrete policies; a
   Gaussian's differential entropy can be negative). Exploration has stopped early.
 - **value-loss explosion**: a row's value loss is over 100x the median of the earlier rows.
-- **falling returns**: over at least 12 logged rows spanning 10% of the budget, the mean
+- **falling returns**: over at least 12 logged rows spanning 25% of the budget, the mean
   episode return of the last third is below that of the first third by more than 3 standard
   errors and the least-squares slope is negative. Returns that fall steadily while the
-  optimizer "trains" are what a sign error in the policy gradient looks like.
+  optimizer "trains" are what a sign error in the policy gradient looks like (or a learning
+  rate too high, or a policy collapsing).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 ENTROPY_FRACTION, EARLY = 0.05, 0.25
 VALUE_LOSS_FACTOR = 100.0
-TREND_ROWS, TREND_SPAN, TREND_SIGMAS = 12, 0.10, 3.0
+TREND_ROWS, TREND_SPAN, TREND_SIGMAS = 12, 0.25, 3.0
 
 
 class Watchdog:
@@ -84,6 +85,7 @@ class Watchdog:
             return (
                 f"falling returns: mean episode return went from {first.mean():.3g} to "
                 f"{last.mean():.3g} between steps {int(steps[0]):,} and {int(steps[-1]):,}; "
-                "steadily falling returns are the signature of a sign error in the gradient"
+                "returns falling steadily during training are the signature of a sign error in "
+                "the policy gradient (or of a too-high learning rate)"
             )
         return None

@@ -22,6 +22,10 @@ class Algorithm(Protocol):
 
     def iterate(self) -> dict[str, float]: ...
 
+    def state(self) -> dict: ...
+
+    def load_state(self, state: dict, envs: Any) -> None: ...
+
 
 @dataclass(frozen=True)
 class AlgoSpec:

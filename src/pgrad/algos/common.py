@@ -66,7 +66,7 @@ def check_loss(loss: torch.Tensor, parts: dict[str, torch.Tensor] | None = None)
     if bool(torch.isfinite(loss)):
         return
     bad = [k for k, v in (parts or {}).items() if not bool(torch.isfinite(v).all())]
-    raise NonFiniteError(f"non-finite {bad[0] if bad else 'loss'} ({float(loss)})")
+    raise NonFiniteError(f"non-finite {bad[0] if bad else 'loss'} ({float(loss.detach())})")
 
 
 def check_grad_norm(grad_norm: torch.Tensor) -> None:
@@ -227,3 +227,11 @@ class OnPolicy:
         self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
         self.rollout = Rollout(envs, config.n_steps, seed)
         self.steps = 0
+
+    def state(self) -> dict:
+        """What ``resume`` needs beyond the model and optimizer."""
+        return {"steps": self.steps, "stepper": self.rollout.stepper.state()}
+
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv) -> None:
+        self.steps = state["steps"]
+        self.rollout.stepper.load_state(state["stepper"], envs)

@@ -70,6 +70,13 @@ class Reinforce:
             "adam", self.model.parameters(), config.learning_rate, eps=1e-8
         )
 
+    def state(self) -> dict:
+        """What ``resume`` needs beyond the model and optimizer (each update resets the envs)."""
+        return {"seed": self.seed}
+
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv) -> None:
+        self.seed, self.envs = state["seed"], envs
+
     def iterate(self) -> dict[str, float]:
         """One update; returns its metrics, including ``steps`` (transitions trained on)."""
         cfg = self.config
