@@ -54,3 +54,26 @@ def test_export_cli_writes_the_file_and_rejects_unknown_formats(tmp_path):
     assert (tmp_path / "p.pt").stat().st_size > 0
     with pytest.raises(pgrad.PgradError, match="unknown export format 'tflite'"):
         export(run.path, "tflite")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_record_renders_the_trained_policy(tmp_path, suffix):
+    if suffix == ".mp4":
+        pytest.importorskip("moviepy")
+    from PIL import Image
+
+    from pgrad.record import frames, record
+
+    run = pgrad.train("ppo", "CartPole-v1", steps=1000, run_dir=tmp_path / "r", eval_episodes=1)
+    out, returns = record(run.path, tmp_path / f"video{suffix}", episodes=2)
+    assert len(returns) == 2 and all(r >= 1 for r in returns)
+    assert out.stat().st_size > 1000
+    if suffix == ".gif":
+        with Image.open(out) as gif:  # (Pillow merges identical consecutive frames)
+            assert 10 < gif.n_frames <= sum(returns) + 2
+            assert gif.size == (600, 400)
+        images, again, fps = frames(run.path, episodes=2)
+        assert again == returns and fps == 50
+        assert len(images) == sum(returns) + 2  # CartPole: reward 1 per step, plus the resets
+    with pytest.raises(pgrad.PgradError, match=r"expected a file ending in \.gif or \.mp4"):
+        record(run.path, tmp_path / "video.avi")

@@ -1,4 +1,4 @@
-"""The ``pgrad`` command: train, eval, export, plot, algos.
+"""The ``pgrad`` command: train, eval, export, record, plot, algos.
 
 Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
 directory) prints one line, ``error: ...``, and exits with status 2.
@@ -122,6 +122,25 @@ def export_policy(
     from pgrad.export import export
 
     console.print(f"wrote {export(run_dir, format_, out)}")  # type: ignore[arg-type]
+
+
+@app.command()
+def record(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path, typer.Option(help="video.gif, or video.mp4 (needs pgrad[video]).")] = Path(
+        "video.gif"
+    ),
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to record.")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first episode.")] = None,
+    stochastic: Annotated[bool, typer.Option(help="Sample actions instead of the mode.")] = False,
+) -> None:
+    """Render episodes of the latest policy to a GIF or MP4."""
+    from pgrad.record import record as record_video
+
+    path, returns = record_video(run_dir, out, episodes, seed, stochastic)
+    console.print(
+        f"wrote {path} ({len(returns)} episodes, returns {[round(r, 1) for r in returns]})"
+    )
 
 
 @app.command()
