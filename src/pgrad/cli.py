@@ -1,4 +1,4 @@
-"""The ``pgrad`` command: train, eval, export, record, plot, algos.
+"""The ``pgrad`` command: train, eval, export, record, report, plot, algos.
 
 Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
 directory) prints one line, ``error: ...``, and exits with status 2.
@@ -141,6 +141,18 @@ def record(
     console.print(
         f"wrote {path} ({len(returns)} episodes, returns {[round(r, 1) for r in returns]})"
     )
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (grouped by algo/env).")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
+    video: Annotated[bool, typer.Option(help="Embed a GIF of each group's best run.")] = False,
+) -> None:
+    """A self-contained HTML page: learning curves, evaluation table, config, video."""
+    from pgrad.report import report as write_report
+
+    console.print(f"wrote {write_report(run_dirs, out, video)}")
 
 
 @app.command()
