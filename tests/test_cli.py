@@ -33,6 +33,15 @@ def run_cli(monkeypatch, capsys, *args):
         (["eval", "/nonexistent/run"], "run directory '/nonexistent/run' does not exist"),
         (["plot", "/nonexistent/run"], "does not exist"),
         (["algos", "ppo2"], "unknown algorithm 'ppo2'"),
+        (["train", "ppo", "--set", "gae_lambda=1.2"], "gae_lambda must be in [0, 1], got 1.2"),
+        (["train", "a2c", "--set", "n_steps=0"], "n_steps must be >= 1, got 0"),
+        (["train", "ppo", "--run-dir", "/proc/pgrad-run"], "cannot write run directory"),
+        (["train", "--resume", "/nonexistent/run"], "'/nonexistent/run' does not exist"),
+        (["train", "--resume", "/nonexistent/run", "--set", "gamma=0.9"], "takes only --steps"),
+        (["train"], "train needs an algorithm name"),
+        (["export", "/nonexistent/run"], "does not exist"),
+        (["record", "/nonexistent/run"], "does not exist"),
+        (["report", "/nonexistent/run"], "does not exist"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path, args, message):
