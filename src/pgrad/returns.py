@@ -95,6 +95,8 @@ def nstep_returns(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if n >= rewards.shape[0]:  # every return runs to its episode's or the batch's end
+        return discounted_returns(rewards, terminated, truncated, gamma, next_values)
     r, v_next, term, trunc = _numpy(rewards, next_values, terminated, truncated)
     T = r.shape[0]
     cut = _cuts(term, trunc)

@@ -97,6 +97,8 @@ class _Storage:
         self.t += 1
 
     def view(self) -> dict[str, torch.Tensor]:
+        if self.t == self.capacity:  # fixed-length rollouts: no slicing needed
+            return dict(self.tensors)
         return {k: v[: self.t] for k, v in self.tensors.items()}
 
 
