@@ -73,11 +73,12 @@ def test_watchdog_flags_value_loss_explosion_and_entropy_collapse_once():
     assert dog.update(1000, {"entropy": 0.69, "value_loss": 1.0}) == []
     for step in range(2000, 7000, 1000):
         assert dog.update(step, {"entropy": 0.6, "value_loss": 1.2}) == []
-    warnings = dog.update(7000, {"entropy": 0.01, "value_loss": 500.0})
+    assert dog.update(6500, {"entropy": 0.6, "value_loss": 500.0}) == []  # 400x: a scale shift
+    warnings = dog.update(7000, {"entropy": 0.01, "value_loss": 5000.0})
     assert len(warnings) == 2
     assert any("entropy collapse" in w for w in warnings)
     assert any("value-loss explosion" in w for w in warnings)
-    assert dog.update(8000, {"entropy": 0.01, "value_loss": 900.0}) == []  # once each
+    assert dog.update(8000, {"entropy": 0.01, "value_loss": 9000.0}) == []  # once each
     late = Watchdog(total_steps=10_000)
     late.update(1000, {"entropy": 0.69})
     assert late.update(9000, {"entropy": 0.01}) == []  # late in training: allowed to converge

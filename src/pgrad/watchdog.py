@@ -5,7 +5,8 @@ Each fires at most once per run:
 - **entropy collapse**: before a quarter of the step budget, the policy's entropy has fallen
   below 5% of its first logged value (only for a positive first value: discrete policies; a
   Gaussian's differential entropy can be negative). Exploration has stopped early.
-- **value-loss explosion**: a row's value loss is over 100x the median of the earlier rows.
+- **value-loss explosion**: a row's value loss is over 1000x the median of the earlier rows
+  (a diverging critic grows by orders of magnitude; a shifting return scale by less).
 - **falling returns**: over at least 12 logged rows spanning 25% of the budget, the mean
   episode return of the last third is below that of the first third by more than 3 standard
   errors and the least-squares slope is negative. Returns that fall steadily while the
@@ -20,7 +21,7 @@ import math
 import numpy as np
 
 ENTROPY_FRACTION, EARLY = 0.05, 0.25
-VALUE_LOSS_FACTOR = 100.0
+VALUE_LOSS_FACTOR = 1000.0
 TREND_ROWS, TREND_SPAN, TREND_SIGMAS = 12, 0.25, 3.0
 
 
