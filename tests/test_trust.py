@@ -50,6 +50,33 @@ def test_a_nan_in_the_loss_stops_the_run_naming_it_and_keeps_the_last_checkpoint
     assert load(run_dir).evaluate(episodes=2).shape == (2,)
 
 
+def test_nan_retries_go_back_to_the_checkpoint_with_a_smaller_learning_rate(tmp_path, monkeypatch):
+    import pgrad.algos.ppo as ppo
+
+    calls = {"n": 0}
+    real_value_loss = ppo.value_loss
+
+    def poisoned_once(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_value_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 61 else loss  # 1st minibatch of update 4
+
+    monkeypatch.setattr(ppo, "value_loss", poisoned_once)
+    run = pgrad.train(
+        "ppo", "CartPole-v1", steps=3000, seed=0, run_dir=tmp_path / "r", checkpoint_every=256,
+        n_envs=8, n_steps=32, n_epochs=20, batch_size=256, learning_rate=1e-3, nan_retries=1,
+        anneal_lr=False, log_every=256,
+    )  # fmt: skip
+    (warning,) = [w for w in run.summary["warnings"] if "non-finite" in w]
+    assert "non-finite value_loss" in warning and "learning_rate 0.0005 (retry 1 of 1)" in warning
+    back_to = int(warning.split("checkpoint at step ")[1].split(" ")[0].replace(",", ""))
+    rows = run.metrics()
+    assert {r["learning_rate"] for r in rows if r["step"] <= back_to} == {1e-3}
+    assert {r["learning_rate"] for r in rows if r["step"] > back_to} == {5e-4}
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps))  # rows after the checkpoint were dropped, not repeated
+
+
 def test_a_flipped_policy_gradient_sign_triggers_the_falling_returns_warning(tmp_path, monkeypatch):
     import pgrad.algos.reinforce as reinforce
 

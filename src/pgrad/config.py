@@ -63,6 +63,10 @@ class Config:
     keep_checkpoints: int = 3
     threads: int = 1
     """torch intra-op threads; small networks run fastest (and reproducibly) on one."""
+    nan_retries: int = 0
+    """On a NaN/Inf loss or gradient, go back to the last checkpoint this many times with the
+    learning rate times ``nan_lr_factor`` before stopping the run."""
+    nan_lr_factor: float = 0.5
 
     def check(self) -> None:
         """Range checks; raise ``ConfigError`` on the first violation."""
@@ -75,6 +79,9 @@ class Config:
         _at_least(self, "keep_checkpoints", 1)
         _at_least(self, "threads", 1)
         _at_least(self, "seed", 0)
+        _at_least(self, "nan_retries", 0)
+        if not 0.0 < self.nan_lr_factor < 1.0:
+            raise ConfigError(f"nan_lr_factor must be in (0, 1), got {self.nan_lr_factor}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.gamma <= 1.0:

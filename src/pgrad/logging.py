@@ -32,16 +32,8 @@ class MetricsLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
-        header, rows = None, []
-        if keep_rows_to is not None and (run_dir / "metrics.csv").exists():
-            with open(run_dir / "metrics.csv", newline="") as f:
-                header, *rows = list(csv.reader(f)) or [None]
-            rows = [r for r in rows if int(r[0]) <= keep_rows_to]
-        self.file = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115 (closed in close())
-        self.writer: csv.DictWriter | None = None
-        if header:
-            csv.writer(self.file).writerows([header, *rows])
-            self.writer = csv.DictWriter(self.file, fieldnames=header)
+        self.file = None
+        self._open(keep_rows_to)
         self.tensorboard = SummaryWriter(str(run_dir))
         self.start = time.perf_counter()
         self.progress: Progress | None = None
@@ -56,6 +48,25 @@ class MetricsLogger:
             )
             self.task = self.progress.add_task("training", total=total_steps, info="")
             self.progress.start()
+
+    def _open(self, keep_rows_to: int | None) -> None:
+        header, rows = None, []
+        path = self.run_dir / "metrics.csv"
+        if self.file is not None:
+            self.file.close()
+        if keep_rows_to is not None and path.exists():
+            with open(path, newline="") as f:
+                header, *rows = list(csv.reader(f)) or [None]
+            rows = [r for r in rows if int(r[0]) <= keep_rows_to]
+        self.file = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self.writer: csv.DictWriter | None = None
+        if header:
+            csv.writer(self.file).writerows([header, *rows])
+            self.writer = csv.DictWriter(self.file, fieldnames=header)
+
+    def truncate(self, step: int) -> None:
+        """Drop the rows logged after ``step`` (going back to a checkpoint)."""
+        self._open(step)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}

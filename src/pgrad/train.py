@@ -132,12 +132,28 @@ def train(
     logger = MetricsLogger(path, cfg.steps, progress, keep_rows_to=loop.step if saved else None)
     start = time.perf_counter() - loop.train_time
     stop = _StopSignals()
+    retries = 0
     try:
         while loop.step < cfg.steps and stop.signal is None:
             try:
                 metrics = algorithm.iterate()
             except NonFiniteError as e:
                 last = runs.checkpoints(path)
+                if last and retries < cfg.nan_retries:
+                    retries += 1
+                    envs, loop = _restore(runs.load_checkpoint(last[-1]), algorithm, envs, cfg)
+                    cfg.learning_rate *= cfg.nan_lr_factor
+                    for group in algorithm.optimizer.param_groups:
+                        group["lr"] = cfg.learning_rate
+                    logger.truncate(loop.step)
+                    message = (
+                        f"{e} in update {loop.iteration + 1}: back to the checkpoint at step "
+                        f"{loop.step:,} with learning_rate {cfg.learning_rate:.3g} "
+                        f"(retry {retries} of {cfg.nan_retries})"
+                    )
+                    loop.warnings.append(message)
+                    logger.warn(message)
+                    continue
                 kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint yet"
                 raise NonFiniteError(
                     f"{e} in update {loop.iteration + 1} (after step {loop.step:,}); the update "

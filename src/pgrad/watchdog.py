@@ -7,7 +7,8 @@ Each fires at most once per run:
   Gaussian's differential entropy can be negative). Exploration has stopped early.
 - **value-loss explosion**: a row's value loss is over 1000x the median of the earlier rows
   (a diverging critic grows by orders of magnitude; a shifting return scale by less).
-- **falling returns**: over at least 12 logged rows spanning 25% of the budget, the mean
+- **falling returns**: over at least 12 logged rows spanning 25% of the budget (and at least
+  10,000 steps), the mean
   episode return of the last third is below that of the first third by more than 3 standard
   errors and the least-squares slope is negative. Returns that fall steadily while the
   optimizer "trains" are what a sign error in the policy gradient looks like (or a learning
@@ -22,7 +23,7 @@ import numpy as np
 
 ENTROPY_FRACTION, EARLY = 0.05, 0.25
 VALUE_LOSS_FACTOR = 1000.0
-TREND_ROWS, TREND_SPAN, TREND_SIGMAS = 12, 0.25, 3.0
+TREND_ROWS, TREND_SPAN, TREND_MIN_STEPS, TREND_SIGMAS = 12, 0.25, 10_000, 3.0
 
 
 class Watchdog:
@@ -76,7 +77,7 @@ class Watchdog:
             return None
         steps = np.array([s for s, _ in self.returns], dtype=float)
         values = np.array([v for _, v in self.returns])
-        if steps[-1] - steps[0] < TREND_SPAN * self.total_steps:
+        if steps[-1] - steps[0] < max(TREND_SPAN * self.total_steps, TREND_MIN_STEPS):
             return None
         third = len(values) // 3
         first, last = values[:third], values[-third:]
