@@ -6,7 +6,8 @@ Each fires at most once per run:
   below 5% of its first logged value (only for a positive first value: discrete policies; a
   Gaussian's differential entropy can be negative). Exploration has stopped early.
 - **value-loss explosion**: a row's value loss is over 1000x the median of the earlier rows
-  (a diverging critic grows by orders of magnitude; a shifting return scale by less).
+  and over 1 (a diverging critic grows by orders of magnitude; a shifting return scale by less,
+  and a loss of 0.2 after a median of 0.001 is no explosion).
 - **falling returns**: over at least 12 logged rows spanning 25% of the budget (and at least
   10,000 steps), the mean
   episode return of the last third is below that of the first third by more than 3 standard
@@ -22,7 +23,7 @@ import math
 import numpy as np
 
 ENTROPY_FRACTION, EARLY = 0.05, 0.25
-VALUE_LOSS_FACTOR = 1000.0
+VALUE_LOSS_FACTOR, VALUE_LOSS_FLOOR = 1000.0, 1.0
 TREND_ROWS, TREND_SPAN, TREND_MIN_STEPS, TREND_SIGMAS = 12, 0.25, 10_000, 3.0
 
 
@@ -55,7 +56,7 @@ class Watchdog:
         if math.isfinite(value_loss):
             if len(self.value_losses) >= 5:
                 median = float(np.median(self.value_losses))
-                if median > 0 and value_loss > VALUE_LOSS_FACTOR * median:
+                if value_loss > max(VALUE_LOSS_FACTOR * median, VALUE_LOSS_FLOOR):
                     found.append(
                         ("value_loss", f"value-loss explosion: {value_loss:.3g} at step "
                          f"{step:,}, over {VALUE_LOSS_FACTOR:.0f}x the median {median:.3g} so far "
