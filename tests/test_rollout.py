@@ -187,3 +187,27 @@ def test_episode_returns_are_true_returns_under_reward_normalisation():
     # CartPole pays 1 per step: the true return is the length, whatever the wrapper scaled.
     assert batch.episode_returns.tolist() == batch.episode_lengths.astype(float).tolist()
     assert not torch.allclose(batch.rewards[batch.mask], torch.ones(batch.steps))
+
+
+def test_reward_scaling_restarts_its_discounted_return_at_truncations():
+    """Acrobot: reward -1 per step, truncated at 500. The accumulator behind the reward scale
+    follows G = gamma G + r within an episode and restarts after the truncation (as SB3 does;
+    Gymnasium's own wrapper would carry it on), skipping the ignored autoreset step."""
+    from pgrad.envs import NormalizeReward, _find
+
+    envs = make_vec_env("Acrobot-v1", 1, normalize_reward=True, gamma=0.9)
+    envs.reset(seed=0)
+    wrapper = _find(envs, NormalizeReward)
+    action = np.zeros(1, dtype=np.int64)  # Acrobot never swings up with a constant torque
+    expected = 0.0
+    for t in range(503):
+        _, _, terminated, truncated, _ = envs.step(action)
+        assert not terminated.any()
+        if t == 500:  # the autoreset step: ignored
+            assert wrapper.accumulated_reward[0] == 0.0
+            continue
+        expected = 0.9 * expected - 1.0 if t != 501 else -1.0
+        if truncated[0]:
+            assert t == 499
+            expected = 0.0
+        assert wrapper.accumulated_reward[0] == pytest.approx(expected, abs=1e-5)

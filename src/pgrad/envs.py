@@ -13,9 +13,42 @@ from gymnasium.vector import AutoresetMode
 from pgrad.errors import PgradError
 
 wrappers = gym.wrappers.vector
+
+
+class NormalizeReward(wrappers.NormalizeReward):
+    """Gymnasium's reward scaling (r / std of the running discounted return), with the
+    discounted return restarted after *every* episode end, as Stable-Baselines3's VecNormalize
+    does. Gymnasium's restarts it only at terminations and carries it across time-limit
+    truncations, so on envs whose early episodes all hit the time limit (Acrobot, Hopper standing
+    still) it settles near the constant -1 / (1 - gamma) and its standard deviation, the scale
+    the rewards are divided by, shrinks."""
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if self._autoreset_mode == AutoresetMode.SAME_STEP:
+            active = np.ones(self.num_envs, dtype=bool)
+        else:  # the step after an episode's end is the ignored autoreset step
+            active = ~self._prev_dones.astype(bool)
+        self.accumulated_reward[active] = (
+            self.accumulated_reward[active] * self.gamma + reward[active]
+        )
+        if self._update_running_mean and active.any():
+            self.return_rms.update(self.accumulated_reward[active])
+        done = terminated | truncated
+        self.accumulated_reward[done] = 0.0
+        self._prev_dones = done.astype(np.float32)
+        return (
+            obs,
+            reward / np.sqrt(self.return_rms.var + self.epsilon),
+            terminated,
+            truncated,
+            info,
+        )
+
+
 _STATS = [
     ("obs", wrappers.NormalizeObservation, "obs_rms"),
-    ("return", wrappers.NormalizeReward, "return_rms"),
+    ("return", NormalizeReward, "return_rms"),
 ]
 
 Vectorization = Literal["auto", "sync", "async", "vector_entry_point"]
@@ -53,7 +86,7 @@ def make_vec_env(
       samples are what its log-probs are computed on;
     - ``NormalizeObservation`` (``normalize_obs``): running mean/variance of observations;
     - ``NormalizeReward`` (``normalize_reward``): rewards divided by the running standard
-      deviation of the discounted return.
+      deviation of the discounted return (restarted at every episode end, as in SB3).
 
     ``auto`` uses the env's own vectorised implementation (``vector_entry_point``, e.g. CartPole's)
     when it has one and the default ``NEXT_STEP`` autoreset is asked for, else ``sync``.
@@ -77,7 +110,7 @@ def make_vec_env(
     if normalize_obs:
         envs = wrappers.NormalizeObservation(envs)
     if normalize_reward:
-        envs = wrappers.NormalizeReward(envs, gamma=gamma)
+        envs = NormalizeReward(envs, gamma=gamma)
     return envs
 
 
