@@ -20,6 +20,14 @@ EVAL_SEED_OFFSET = 10_000
 """Evaluation envs are seeded with ``seed + EVAL_SEED_OFFSET``, apart from the training envs."""
 
 
+def normalize_observations(
+    obs: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+) -> torch.Tensor:
+    """(obs - mean) / sqrt(var + 1e-8) in the statistics' float64, as float32: what Gymnasium's
+    ``NormalizeObservation`` computes, for acting without its env wrapper."""
+    return ((obs.double() - mean) / torch.sqrt(var + 1e-8)).float()
+
+
 def evaluate(
     model: nn.Module,
     env_id: str,
@@ -72,9 +80,9 @@ class Agent:
         obs = np.asarray(obs)
         single = obs.shape == self.observation_space.shape
         batch = torch.as_tensor(obs[None] if single else obs, dtype=torch.float32)
-        if "obs_mean" in self.normalization:  # as Gymnasium's NormalizeObservation computes it
+        if "obs_mean" in self.normalization:
             mean, var = self.normalization["obs_mean"], self.normalization["obs_var"]
-            batch = ((batch - mean) / torch.sqrt(var + 1e-8)).float()
+            batch = normalize_observations(batch, mean, var)
         action = self.model.act(batch, deterministic).numpy()
         if isinstance(self.action_space, gym.spaces.Box):
             action = np.clip(

@@ -15,7 +15,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from pgrad.agent import Agent, load
+from pgrad.agent import Agent, load, normalize_observations
 from pgrad.errors import PgradError
 from pgrad.policies import ActorCritic
 
@@ -32,9 +32,8 @@ class DeterministicPolicy(nn.Module):
         self.actor = model.actor if isinstance(model, ActorCritic) else model
         self.normalize = "obs_mean" in agent.normalization
         if self.normalize:
-            var = agent.normalization["obs_var"].double()
             self.register_buffer("obs_mean", agent.normalization["obs_mean"].double())
-            self.register_buffer("obs_std", torch.sqrt(var + 1e-8))
+            self.register_buffer("obs_var", agent.normalization["obs_var"].double())
         space = agent.action_space
         self.clip = isinstance(space, gym.spaces.Box)
         if self.clip:
@@ -44,7 +43,7 @@ class DeterministicPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float()
         if self.normalize:
-            x = ((obs.double() - self.obs_mean) / self.obs_std).float()
+            x = normalize_observations(obs, self.obs_mean, self.obs_var)
         action = self.actor.act(x, deterministic=True)
         if self.clip:
             action = torch.maximum(torch.minimum(action, self.high), self.low)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pgrad import policies
 from pgrad.policies import (
     LOG_STD_MAX,
     LOG_STD_MIN,
@@ -31,7 +32,7 @@ from pgrad.policies import (
     Policy,
 )
 
-LOG_SQRT_2PI = np.float32(0.5 * math.log(2.0 * math.pi))
+LOG_SQRT_2PI = np.float32(policies.LOG_SQRT_2PI)
 LOG_2 = np.float32(math.log(2.0))
 
 _ACTIVATIONS = {
