@@ -143,12 +143,16 @@ class _Stepper:
         the episodes under way, and the sampling generator."""
         return {**{k: getattr(self, k) for k in self.STATE}, "rng": self.rng.bit_generator.state}
 
-    def load_state(self, state: dict, envs: gym.vector.VectorEnv) -> None:
-        """Continue from ``state`` in ``envs`` (the restored env it was taken with)."""
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
+        """Continue from ``state`` in ``envs``: in the episodes under way if ``envs`` is the
+        restored env the state was taken with, else in new episodes of ``envs``."""
         self.envs = envs
+        self.rng.bit_generator.state = state["rng"]
+        if not env_restored:
+            self.reset(None)
+            return
         for k in self.STATE:
             setattr(self, k, state[k])
-        self.rng.bit_generator.state = state["rng"]
 
     def use(self, model: Policy | ActorCritic) -> None:
         """Act with ``model`` from now on."""

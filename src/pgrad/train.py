@@ -290,9 +290,7 @@ def _restore(
             "its metrics will differ from an uninterrupted run's",
             stacklevel=3,
         )
-    algorithm.load_state(payload["algorithm"], envs)
-    if payload["envs"] is None and hasattr(algorithm, "rollout"):
-        algorithm.rollout.stepper.reset(None)
+    algorithm.load_state(payload["algorithm"], envs, env_restored=payload["envs"] is not None)
     loop: _Loop = payload["loop"]
     loop.watchdog.total_steps = cfg.steps
     torch.set_rng_state(payload["rng"]["torch"])

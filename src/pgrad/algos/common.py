@@ -232,6 +232,8 @@ class OnPolicy:
         """What ``resume`` needs beyond the model and optimizer."""
         return {"steps": self.steps, "stepper": self.rollout.stepper.state()}
 
-    def load_state(self, state: dict, envs: gym.vector.VectorEnv) -> None:
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
+        """Continue in ``envs``: the saved env (``env_restored``) picks up the saved episodes;
+        a fresh one starts new episodes."""
         self.steps = state["steps"]
-        self.rollout.stepper.load_state(state["stepper"], envs)
+        self.rollout.stepper.load_state(state["stepper"], envs, env_restored)

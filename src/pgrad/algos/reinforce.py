@@ -74,7 +74,7 @@ class Reinforce:
         """What ``resume`` needs beyond the model and optimizer (each update resets the envs)."""
         return {"seed": self.seed}
 
-    def load_state(self, state: dict, envs: gym.vector.VectorEnv) -> None:
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
         self.seed, self.envs = state["seed"], envs
 
     def iterate(self) -> dict[str, float]:
