@@ -17,7 +17,7 @@ from torch import nn
 
 from pgrad.agent import Agent, load, normalize_observations
 from pgrad.errors import PgradError
-from pgrad.policies import ActorCritic
+from pgrad.policies import actor_of
 
 Format = Literal["torchscript", "onnx"]
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -29,7 +29,7 @@ class DeterministicPolicy(nn.Module):
     def __init__(self, agent: Agent):
         super().__init__()
         model = agent.model
-        self.actor = model.actor if isinstance(model, ActorCritic) else model
+        self.actor = actor_of(model)
         self.normalize = "obs_mean" in agent.normalization
         if self.normalize:
             self.register_buffer("obs_mean", agent.normalization["obs_mean"].double())

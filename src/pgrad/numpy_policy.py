@@ -30,6 +30,7 @@ from pgrad.policies import (
     MultiCategoricalPolicy,
     ObservationEncoder,
     Policy,
+    actor_of,
 )
 
 LOG_SQRT_2PI = np.float32(policies.LOG_SQRT_2PI)
@@ -105,7 +106,7 @@ class NumpyPolicy:
 
     def __init__(self, model: Policy | ActorCritic, rng: np.random.Generator):
         self.rng = rng
-        actor = model.actor if isinstance(model, ActorCritic) else model
+        actor = actor_of(model)
         self.actor = actor
         self.body = _Body(actor.encoder, actor.body)
         self.critic_body = self.value_head = None
@@ -128,7 +129,7 @@ class NumpyPolicy:
     @staticmethod
     def of(model: nn.Module, rng: np.random.Generator) -> NumpyPolicy | None:
         """A NumPy twin of ``model``, or None where it has parts this module does not know."""
-        actor = model.actor if isinstance(model, ActorCritic) else model
+        actor = actor_of(model)
         known = (CategoricalPolicy, MultiCategoricalPolicy, GaussianPolicy)
         on_cpu = all(p.device.type == "cpu" for p in model.parameters())
         if type(actor) not in known or not on_cpu or not _supported(model):

@@ -451,6 +451,11 @@ class ActorCritic(nn.Module):
         return self.actor.act(obs, deterministic)
 
 
+def actor_of(model: Policy | ActorCritic) -> Policy:
+    """The policy pi(a|s) of a model, with or without a critic."""
+    return model.actor if isinstance(model, ActorCritic) else model
+
+
 def make_policy(
     observation_space: gym.Space,
     action_space: gym.Space,
