@@ -46,11 +46,23 @@ def train(
         Path | None,
         typer.Option(help="Continue this run from its latest checkpoint (--steps may extend it)."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Rollout workers: A3C's processes, or Ray actors with --backend ray."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="local (default) or ray (A2C/PPO/A3C on Ray actors).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (default: start a local Ray).")
+    ] = None,
 ) -> None:
     """Train ALGO on an env; ends with an evaluation and a learning-curve plot."""
     from pgrad.train import train as run_training
 
-    if resume is not None and (config or set_ or run_dir or seed is not None):
+    options = {"workers": workers, "backend": backend, "ray_address": ray_address}
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if resume is not None and (config or set_ or run_dir or seed is not None or overrides):
         raise PgradError("--resume continues a run as configured; it takes only --steps")
     run = run_training(
         algo,
@@ -62,6 +74,7 @@ def train(
         sets=set_ or (),
         progress=progress,
         resume=resume,
+        **overrides,
     )
     summary = run.summary
     if "interrupted" in summary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Literal
 
 import gymnasium as gym
@@ -55,7 +56,17 @@ Vectorization = Literal["auto", "sync", "async", "vector_entry_point"]
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The registered spec of ``env_id``, or a one-line error with close matches."""
+    """The registered spec of ``env_id``, or a one-line error with close matches.
+
+    ``module:EnvId`` imports ``module`` first (where a custom env registers itself), as
+    ``gymnasium.make`` does; worker processes are given the same string.
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise PgradError(f"cannot import {module!r} for env {env_id!r}: {e}") from None
     try:
         return gym.spec(env_id)
     except gym.error.Error:
@@ -103,6 +114,7 @@ def make_vec_env(
         envs = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode=vectorization, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise PgradError(f"env {env_id!r} needs extra packages: {e}") from None
+    envs.unwrapped.pgrad_env_id = env_id  # as given, ``module:`` prefix included
     if normalize_reward:
         envs = wrappers.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
@@ -156,6 +168,11 @@ def load_normalization_state(
 def autoreset_mode(envs: gym.vector.VectorEnv) -> AutoresetMode:
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     return AutoresetMode(mode) if isinstance(mode, str) else mode
+
+
+def vec_env_id(envs: gym.vector.VectorEnv) -> str:
+    """The id ``make_vec_env`` was given for ``envs`` (what a worker process makes its own from)."""
+    return getattr(envs.unwrapped, "pgrad_env_id", None) or envs.unwrapped.spec.id
 
 
 def spaces(envs: gym.vector.VectorEnv) -> tuple[gym.Space, gym.Space]:

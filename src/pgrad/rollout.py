@@ -282,6 +282,19 @@ class Rollout:
         self.stepper.reset(seed)
         self.store = _Storage(capacity=n_steps)
 
+    def state(self) -> dict:
+        return self.stepper.state()
+
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
+        self.stepper.load_state(state, envs, env_restored)
+
+    def close(self) -> None:
+        """Nothing to release: the envs belong to the caller."""
+
+    def metrics(self) -> dict[str, float]:
+        """Collection metrics beyond the batch's own (Ray's rollout has some)."""
+        return {}
+
     @torch.inference_mode()
     def collect(self, model: Policy | ActorCritic) -> Batch:
         self.store.t = 0

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 from torch import nn
 
-from pgrad.algos import a2c, actor_critic, common, ppo, reinforce
+from pgrad.algos import a2c, a3c, actor_critic, common, ppo, reinforce
 from pgrad.config import Config
 from pgrad.errors import PgradError
 
@@ -68,6 +68,13 @@ ALGOS: dict[str, AlgoSpec] = {
             "A2C: n-step returns or GAE on synchronous vector envs, one batched update per rollout",
             a2c.A2CConfig,
             a2c.A2C,
+            common.build_actor_critic,
+        ),
+        AlgoSpec(
+            "a3c",
+            "A3C: asynchronous workers push n-step actor-critic gradients into a shared model",
+            a3c.A3CConfig,
+            a3c.make,
             common.build_actor_critic,
         ),
         AlgoSpec(

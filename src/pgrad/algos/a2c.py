@@ -25,6 +25,7 @@ from pgrad.algos.common import (
     set_learning_rate,
 )
 from pgrad.losses import entropy_bonus, explained_variance, policy_gradient_loss, value_loss
+from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize, nstep_returns
 from pgrad.rollout import Batch
 
@@ -56,6 +57,31 @@ def advantages_and_targets(batch: Batch, config: A2CConfig) -> tuple[torch.Tenso
     return advantages, advantages + batch.values
 
 
+def loss(
+    model: ActorCritic,
+    config: A2CConfig,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    targets: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The A2C loss of ``model`` on a set of transitions, and its parts (A3C's too)."""
+    dist, values = model(obs)
+    if config.normalize_advantage:
+        advantages = normalize(advantages)
+    parts = {
+        "policy_loss": policy_gradient_loss(dist.log_prob(actions), advantages),
+        "value_loss": value_loss(values, targets),
+        "entropy": entropy_bonus(dist.entropy()),
+    }
+    total = (
+        parts["policy_loss"]
+        + config.value_coef * parts["value_loss"]
+        - config.entropy_coef * parts["entropy"]
+    )
+    return total, parts
+
+
 class A2C(OnPolicy):
     """Collect ``n_steps`` from every env, take one batched gradient step, repeat."""
 
@@ -69,26 +95,12 @@ class A2C(OnPolicy):
         targets: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The A2C loss on a set of transitions, and its parts."""
-        cfg = self.config
-        dist, values = self.model(obs)
-        if cfg.normalize_advantage:
-            advantages = normalize(advantages)
-        parts = {
-            "policy_loss": policy_gradient_loss(dist.log_prob(actions), advantages),
-            "value_loss": value_loss(values, targets),
-            "entropy": entropy_bonus(dist.entropy()),
-        }
-        loss = (
-            parts["policy_loss"]
-            + cfg.value_coef * parts["value_loss"]
-            - cfg.entropy_coef * parts["entropy"]
-        )
-        return loss, parts
+        return loss(self.model, self.config, obs, actions, advantages, targets)
 
-    def iterate(self) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on ``batch``; its metrics."""
         cfg = self.config
         lr = set_learning_rate(self.optimizer, cfg, self.steps)
-        batch = self.rollout.collect(self.model)
         metrics = {"steps": batch.steps, **episode_metrics(batch), "learning_rate": lr}
         metrics.update(dict.fromkeys(LOSS_METRICS, float("nan")))
         if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
@@ -97,8 +109,8 @@ class A2C(OnPolicy):
         obs, actions, advantages, targets, values = batch.valid(
             batch.obs, batch.actions, advantages, targets, batch.values
         )
-        loss, parts = self.loss(obs, actions, advantages, targets)
-        grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm, parts)
+        total, parts = self.loss(obs, actions, advantages, targets)
+        grad_norm = self.flat.gradient_step(self.optimizer, total, cfg.max_grad_norm, parts)
         self.steps += batch.steps
         metrics.update({k: v.item() for k, v in parts.items()})
         metrics["explained_variance"] = explained_variance(values, targets)

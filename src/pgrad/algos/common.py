@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
 from pgrad.config import Config, ConfigError
-from pgrad.envs import spaces
+from pgrad.envs import spaces, vec_env_id
 from pgrad.errors import NonFiniteError
 from pgrad.policies import ActorCritic, Policy, make_policy
 from pgrad.rollout import Batch, Rollout
+
+if TYPE_CHECKING:
+    from pgrad.distributed.ray_backend import RayRollout
 
 
 @dataclass
@@ -164,9 +168,23 @@ class OnPolicyConfig(PolicyConfig):
     """epsilon of the optimizer (Adam's, or RMSprop's)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly to 0 over ``steps``."""
+    backend: Literal["local", "ray"] = "local"
+    """``ray``: collect with ``workers`` Ray actors (A2C/PPO: synchronous rounds; A3C:
+    asynchronous gradients); see ``pgrad.distributed``."""
+    workers: int = 1
+    """Rollout workers (Ray actors, or A3C's processes), each with ``n_envs`` envs."""
+    ray_address: str | None = None
+    """Ray cluster to join (``ray start --head`` prints it); None starts a local Ray instance."""
 
     def check(self) -> None:
         super().check()
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.backend == "ray" and (self.normalize_obs or self.normalize_reward):
+            raise ConfigError(
+                "backend ray does not support normalize_obs/normalize_reward (each worker would "
+                "keep its own statistics); set them to false"
+            )
         if self.n_steps < 1:
             raise ConfigError(f"n_steps must be >= 1, got {self.n_steps}")
         if not 0.0 <= self.gae_lambda <= 1.0:
@@ -202,11 +220,16 @@ def set_learning_rate(
 
 def episode_metrics(batch: Batch) -> dict[str, float]:
     """Episodes that ended in ``batch``: their count, mean true return and mean length."""
-    n = len(batch.episode_returns)
+    return episode_stats(batch.episode_returns, batch.episode_lengths)
+
+
+def episode_stats(returns: Sequence[float], lengths: Sequence[int]) -> dict[str, float]:
+    """The count, mean return and mean length of some finished episodes (NaN means if none)."""
+    n = len(returns)
     return {
         "episodes": n,
-        "episode_return": float(batch.episode_returns.mean()) if n else float("nan"),
-        "episode_length": float(batch.episode_lengths.mean()) if n else float("nan"),
+        "episode_return": float(np.mean(returns)) if n else float("nan"),
+        "episode_length": float(np.mean(lengths)) if n else float("nan"),
     }
 
 
@@ -225,15 +248,36 @@ class OnPolicy:
         lr, eps = config.learning_rate, config.adam_eps
         self.flat = FlatParameters(self.model)
         self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
-        self.rollout = Rollout(envs, config.n_steps, seed)
+        self.rollout: Rollout | RayRollout
+        if config.backend == "ray":
+            from pgrad.distributed.ray_backend import RayRollout
+
+            self.rollout = RayRollout(config, vec_env_id(envs), seed)
+        else:
+            if config.workers > 1:
+                raise ConfigError(
+                    f"workers: {config.workers} needs backend: ray (a local {type(self).__name__}"
+                    " collects in one process; use n_envs for more envs)"
+                )
+            self.rollout = Rollout(envs, config.n_steps, seed)
         self.steps = 0
+
+    def iterate(self) -> dict[str, float]:
+        metrics = self.update(self.rollout.collect(self.model))
+        return {**metrics, **self.rollout.metrics()}
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.rollout.close()
 
     def state(self) -> dict:
         """What ``resume`` needs beyond the model and optimizer."""
-        return {"steps": self.steps, "stepper": self.rollout.stepper.state()}
+        return {"steps": self.steps, "rollout": self.rollout.state()}
 
     def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
         """Continue in ``envs``: the saved env (``env_restored``) picks up the saved episodes;
         a fresh one starts new episodes."""
         self.steps = state["steps"]
-        self.rollout.stepper.load_state(state["stepper"], envs, env_restored)
+        self.rollout.load_state(state["rollout"], envs, env_restored)

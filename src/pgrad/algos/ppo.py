@@ -34,6 +34,7 @@ from pgrad.losses import (
     value_loss,
 )
 from pgrad.returns import gae, normalize
+from pgrad.rollout import Batch
 
 METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
 
@@ -69,10 +70,10 @@ class PPOConfig(OnPolicyConfig):
 class PPO(OnPolicy):
     config: PPOConfig
 
-    def iterate(self) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
+        """``n_epochs`` of shuffled minibatch steps on ``batch``; their metrics."""
         cfg = self.config
         lr = set_learning_rate(self.optimizer, cfg, self.steps)
-        batch = self.rollout.collect(self.model)
         advantages = gae(
             batch.rewards, batch.values, batch.next_values, batch.terminated, batch.truncated,
             cfg.gamma, cfg.gae_lambda,

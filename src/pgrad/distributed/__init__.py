@@ -1,0 +1,1 @@
+"""Scaling out past one process on Ray (``pip install 'pgrad[ray]'``): see ``ray_backend``."""

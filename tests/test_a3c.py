@@ -1,0 +1,193 @@
+"""A3C on local processes: the Hogwild traps of current PyTorch, and clean stops.
+
+Each trap named in ``pgrad.algos.a3c``'s docstring has a test here that fails if the guard
+against it is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from pgrad.algos.a3c import A3C, A3CConfig, push_gradients, share_optimizer_state
+from pgrad.algos.common import FlatParameters
+from pgrad.envs import make_vec_env
+
+TESTS = Path(__file__).parent
+
+
+def _loss(model: nn.Module, x: float) -> torch.Tensor:
+    return (model(torch.tensor([[x, 2.0 * x]])) ** 2).sum()
+
+
+def test_pushed_gradient_is_the_latest_local_gradient_after_zero_grad_to_none():
+    torch.manual_seed(0)
+    local, shared = nn.Linear(2, 1), nn.Linear(2, 1)
+    for x in [1.0, -3.0, 0.5]:
+        local.zero_grad(set_to_none=True)  # PyTorch >= 2.0's default: .grad becomes None
+        _loss(local, x).backward()
+        for lp, sp in zip(local.parameters(), shared.parameters(), strict=True):
+            push_gradients(lp, sp)
+        expected = torch.autograd.grad(_loss(local, x), list(local.parameters()))
+        for sp, g in zip(shared.parameters(), expected, strict=True):
+            torch.testing.assert_close(sp.grad, g)
+
+
+def test_aliasing_the_shared_grad_once_goes_stale_under_zero_grad_to_none():
+    """The classic trick this module does not use, shown to fail: why push_gradients exists."""
+    local, shared = nn.Linear(2, 1), nn.Linear(2, 1)
+    _loss(local, 1.0).backward()
+    for lp, sp in zip(local.parameters(), shared.parameters(), strict=True):
+        sp.grad = lp.grad  # aliased once
+    local.zero_grad(set_to_none=True)
+    _loss(local, -3.0).backward()
+    assert not torch.equal(shared.weight.grad, local.weight.grad)
+
+
+def _child_step(optimizer: torch.optim.Optimizer) -> None:
+    theta = optimizer.param_groups[0]["params"][0]
+    theta.grad = torch.ones_like(theta)
+    optimizer.step()
+
+
+def _shared_adam() -> tuple[torch.nn.Parameter, torch.optim.Adam]:
+    theta = nn.Parameter(torch.zeros(5))
+    theta.data.share_memory_()
+    return theta, torch.optim.Adam([theta], lr=0.1)
+
+
+def test_optimizer_state_is_shared_with_worker_processes():
+    theta, optimizer = _shared_adam()
+    share_optimizer_state(optimizer)
+    assert all(v.is_shared() for v in optimizer.state[theta].values())
+    for _ in range(2):  # two "workers", one after the other
+        child = mp.get_context("spawn").Process(target=_child_step, args=(optimizer,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    state = optimizer.state[theta]
+    assert float(state["step"]) == 2.0  # both workers' steps counted in one shared state
+    torch.testing.assert_close(state["exp_avg"], torch.full((5,), 0.19))  # 0.9 * 0.1 + 0.1
+    torch.testing.assert_close(state["exp_avg_sq"], torch.full((5,), 0.001999))
+    # Adam's bias-corrected step is lr * 1 each time: both moved the shared parameters.
+    torch.testing.assert_close(theta.detach(), torch.full((5,), -0.2), rtol=0, atol=1e-5)
+
+
+def test_without_shared_state_a_worker_steps_a_private_optimizer():
+    """What ``share_optimizer_state`` prevents: state created lazily in the child stays there."""
+    theta, optimizer = _shared_adam()
+    child = mp.get_context("spawn").Process(target=_child_step, args=(optimizer,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert len(optimizer.state[theta]) == 0  # the learner never sees the moments or the step
+
+
+def test_flat_parameters_in_shared_memory_keep_the_model_views():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    flat = FlatParameters(model)
+    flat.param.data.share_memory_()
+    assert all(p.is_shared() for p in model.parameters())
+    with torch.no_grad():
+        flat.param.fill_(0.5)
+    assert all(bool((p == 0.5).all()) for p in model.parameters())
+
+
+def test_workers_are_spawned_with_one_thread_each_and_train_the_shared_model():
+    config = A3CConfig(steps=20_000, workers=2, n_envs=4, seed=0)
+    envs = make_vec_env("CartPole-v1", 1)
+    algo = A3C(config, envs, 0)
+    before = algo.flat.param.detach().clone()
+    rows = []
+    try:
+        while algo.steps < config.steps:
+            rows.append(algo.iterate())
+        assert algo.context.get_start_method() == "spawn"
+        assert sorted(algo.worker_threads) == [1, 1]
+        assert len(algo.processes) == 2
+    finally:
+        algo.close()
+    assert not torch.equal(algo.flat.param.detach(), before)
+    lags = [r["policy_lag"] for r in rows if r["policy_lag"] == r["policy_lag"]]
+    assert lags and max(lags) >= 0
+    returns = [r["episode_return"] for r in rows[-10:] if r["episodes"]]
+    # A random policy lasts ~22 steps; A2C's batched update reaches ~150 by 20k steps.
+    assert sum(returns) / len(returns) > 50
+
+
+def _marked_processes(marker: str) -> list[int]:
+    """Live processes whose environment carries ``marker`` (the run and its workers)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if marker.encode() in environ and "\nState:\tZ" not in status:
+            found.append(int(pid))
+    return found
+
+
+def _a3c(run_dir: Path, env: str, steps: int, marker: str) -> subprocess.Popen:
+    environ = {**os.environ, "PGRAD_TEST_MARKER": marker, "PYTHONPATH": str(TESTS)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgrad", "train", "a3c", "--env", env, "--steps", str(steps),
+         "--workers", "2", "--run-dir", str(run_dir), "--no-progress",
+         "--set", "log_every=500", "--set", "eval_episodes=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+    )  # fmt: skip
+
+
+def _wait_for_rows(proc: subprocess.Popen, run_dir: Path) -> None:
+    deadline = time.time() + 90
+    metrics = run_dir / "metrics.csv"
+    while not metrics.exists() or len(metrics.read_text().splitlines()) < 3:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+
+
+def _assert_no_orphans(marker: str) -> None:
+    deadline = time.time() + 15  # workers notice a dead learner within one rollout
+    while _marked_processes(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _marked_processes(marker) == []
+
+
+@pytest.mark.parametrize("how", ["normal end", "ctrl-c", "learner killed"])
+def test_no_orphan_processes(tmp_path, how):
+    marker = uuid.uuid4().hex
+    steps = 6000 if how == "normal end" else 100_000_000
+    proc = _a3c(tmp_path / "r", "CartPole-v1", steps, marker)
+    if how != "normal end":
+        _wait_for_rows(proc, tmp_path / "r")
+        assert len(_marked_processes(marker)) >= 3  # learner + 2 workers
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    expected = {"normal end": 0, "ctrl-c": 130, "learner killed": -signal.SIGKILL}[how]
+    assert proc.returncode == expected, err
+    if how != "learner killed":
+        assert "Traceback" not in err
+    _assert_no_orphans(marker)
+
+
+def test_a_worker_crash_fails_the_run_with_its_error_and_leaves_no_orphans(tmp_path):
+    marker = uuid.uuid4().hex
+    proc = _a3c(tmp_path / "r", "crash_env:CrashingCartPole-v0", 100_000, marker)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "a3c worker" in err and "the env broke (deliberately)" in err
+    assert "Traceback" not in err.splitlines()[0]
+    _assert_no_orphans(marker)
