@@ -20,3 +20,25 @@ class CrashingCartPole(CartPoleEnv):
 
 
 gym.register("CrashingCartPole-v0", entry_point=CrashingCartPole, max_episode_steps=500)
+
+
+class NanRewardCartPole(CartPoleEnv):
+    """Rewards turn NaN after a few hundred steps (for the NaN guards of worker processes)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        obs, reward, terminated, truncated, info = super().step(action)
+        return (
+            obs,
+            float("nan") if self.steps > CRASH_AFTER else reward,
+            terminated,
+            truncated,
+            info,
+        )
+
+
+gym.register("NanRewardCartPole-v0", entry_point=NanRewardCartPole, max_episode_steps=500)

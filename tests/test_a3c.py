@@ -6,6 +6,7 @@ against it is removed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,32 @@ def test_a_worker_crash_fails_the_run_with_its_error_and_leaves_no_orphans(tmp_p
     assert "a3c worker" in err and "the env broke (deliberately)" in err
     assert "Traceback" not in err.splitlines()[0]
     _assert_no_orphans(marker)
+
+
+def test_a_nan_in_a_worker_stops_the_run_naming_it_and_keeps_the_last_checkpoint(tmp_path):
+    marker = uuid.uuid4().hex
+    run_dir = tmp_path / "r"
+    proc = _a3c(run_dir, "crash_env:NanRewardCartPole-v0", 100_000, marker)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "non-finite" in err and "a3c worker" in err, err
+    _assert_no_orphans(marker)
+
+
+def test_an_a3c_run_resumes_from_its_checkpoint(tmp_path):
+    run_dir = tmp_path / "r"
+    first = _a3c(run_dir, "CartPole-v1", 4000, uuid.uuid4().hex)
+    assert first.wait(120) == 0
+    before = json.loads((run_dir / "summary.json").read_text())["steps"]
+    assert before >= 4000
+    environ = {**os.environ, "PYTHONPATH": str(TESTS)}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pgrad", "train", "--resume", str(run_dir), "--steps", "8000",
+         "--no-progress"],
+        capture_output=True, text=True, env=environ, timeout=120,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    steps = [int(r.split(",")[0]) for r in rows]
+    assert steps == sorted(steps) and steps[0] < before < steps[-1]  # one curve, continued
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] >= 8000

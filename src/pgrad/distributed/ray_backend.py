@@ -65,6 +65,10 @@ def init_ray(address: str | None) -> bool:
     return True
 
 
+INLINE_PARAMETERS = 250_000
+"""Weights up to this many parameters travel inside each call; bigger ones via the object store."""
+
+
 class RolloutWorker:
     """A Ray actor's state: envs, a model whose weights the learner sends, a rollout."""
 
@@ -172,7 +176,9 @@ class RayRollout:
         self.workers = _Workers(config, env_id, seed)
 
     def collect(self, model: torch.nn.Module) -> Batch:
-        weights = ray.put(_weights(model))
+        weights = _weights(model)
+        if weights.numel() > INLINE_PARAMETERS:  # one copy in the object store for all workers
+            weights = ray.put(weights)
         futures = [actor.collect.remote(weights) for actor in self.workers.actors]
         batches = []
         for rank, future in enumerate(futures):
