@@ -1,4 +1,4 @@
-"""The ``pgrad`` command: train, eval, export, record, report, plot, algos.
+"""The ``pgrad`` command: train, eval, export, record, report, plot, algos, lab.
 
 Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
 directory) prints one line, ``error: ...``, and exits with status 2.
@@ -211,6 +211,89 @@ def algos(
     for env_id, values in shipped_table(name).items():
         settings = ", ".join(f"{k}={v}" for k, v in values.items())
         console.print(f"--env {env_id} overrides (defaults.yaml): {settings}")
+
+
+lab = typer.Typer(
+    no_args_is_help=True, help="Experiments that measure policy-gradient theory (docs/lab.md)."
+)
+app.add_typer(lab, name="lab")
+TABULAR = ("random-mdp", "short-corridor")
+
+
+@lab.command("variance")
+def lab_variance(
+    env: Annotated[
+        str, typer.Option(help=f"A Gymnasium env id, or a tabular MDP: {', '.join(TABULAR)}.")
+    ] = "CartPole-v1",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Run directory of the policy (default: a brief reinforce_baseline)."),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(min=10, help="Episodes per estimator (default 500; tabular 20k).")
+    ] = None,
+    reference: Annotated[
+        int, typer.Option(min=10, help="Gym envs: episodes of the reference gradient.")
+    ] = 1500,
+    train_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of the default partially trained policy.")
+    ] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Directory for results.json and the plot.")] = Path(
+        "lab/variance"
+    ),
+) -> None:
+    """Bias and variance of gradient estimators at a fixed policy (table and plot)."""
+    import numpy as np
+
+    from pgrad.lab import tabular, variance
+
+    if env in TABULAR:
+        if checkpoint is not None:
+            raise PgradError("--checkpoint is for gym envs; a tabular MDP uses a random policy")
+        mdp = tabular.random_mdp(seed) if env == "random-mdp" else tabular.short_corridor()
+        theta = np.random.default_rng(seed).normal(size=(mdp.n_states, mdp.n_actions))
+        rows, info = variance.tabular_table(mdp, theta, samples or 20_000, seed)
+    else:
+        from pgrad.envs import check_env_id
+
+        check_env_id(env)
+        if checkpoint is None:
+            from pgrad.train import train as run_training
+
+            console.print(f"training reinforce_baseline on {env} for {train_steps:,} steps...")
+            checkpoint = out / "policy"
+            run_training("reinforce_baseline", env, steps=train_steps, seed=seed,
+                         run_dir=checkpoint)  # fmt: skip
+        rows, info = variance.gym_table(env, checkpoint, samples or 500, reference, seed)
+    variance.write(out, rows, info)
+    console.print(variance.format_table(rows), markup=False)
+    by_name = {r.estimator: r for r in rows}
+    for name in ("reward-to-go - V", "GAE(0.95)"):
+        factor = 1 / by_name[name].variance_vs_reinforce
+        console.print(f"variance reduction of {name} over REINFORCE: {factor:.1f}x")
+    console.print(f"results: {out / 'results.json'}, plot: {out / 'bias_variance.png'}")
+
+
+@lab.command("rps")
+def lab_rps(
+    rounds: Annotated[int, typer.Option(min=10, help="Rounds of 32 games each.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Directory for results.json and the plot.")] = Path(
+        "lab/rps"
+    ),
+) -> None:
+    """Rock-paper-scissors against an exploiting opponent: softmax PG vs a greedy learner."""
+    from pgrad.lab import rps
+
+    results = rps.run(out, rounds, seed)
+    pg, greedy = results["policy_gradient"], results["greedy"]
+    console.print(
+        f"policy gradient: final policy {pg['final_policy']}, exploitability "
+        f"{pg['exploitability_last_10pct']:.4f} (last 10% of rounds)"
+    )
+    console.print(f"greedy: exploitability {greedy['exploitability_last_10pct']:.4f}")
+    console.print(f"results: {out / 'results.json'}, plot: {out / 'rps.png'}")
 
 
 def main() -> None:

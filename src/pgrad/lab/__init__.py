@@ -1,0 +1,2 @@
+"""Experiments that measure policy-gradient theory: exact gradients, estimator variance and
+bias, mixed strategies."""
