@@ -52,6 +52,14 @@ CASES: dict[str, dict[str, Any]] = {
         "steps": 16_384,
         "hp": {"n_envs": 1, "n_steps": 2048, "batch_size": 64, "n_epochs": 10},
     },
+    # rl-zoo's Pendulum SAC: 1 env, lr 1e-3, one update of 256 per step, 256x256 ReLU networks
+    # (both libraries' defaults), updates from step 100.
+    "sac-Pendulum": {
+        "algo": "sac",
+        "env": "Pendulum-v1",
+        "steps": 3_000,
+        "hp": {"n_envs": 1, "learning_rate": 1e-3, "learning_starts": 100, "batch_size": 256},
+    },
 }
 
 
@@ -59,6 +67,13 @@ def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> floa
     import pgrad
 
     hp = case["hp"]
+    if case["algo"] == "sac":  # both libraries' SAC defaults are the same networks
+        with tempfile.TemporaryDirectory() as tmp:
+            run = pgrad.train(
+                "sac", case["env"], steps=steps, seed=seed, run_dir=f"{tmp}/r", threads=threads,
+                eval_every=0, eval_episodes=1, checkpoint_every=10**9, **hp,
+            )  # fmt: skip
+            return run.summary["steps"] / run.summary["train_time_s"]
     # SB3's MlpPolicy: separate [64, 64] tanh actor and critic, orthogonal init, no normalisation
     # (pgrad's shipped per-env defaults may differ: pin the network so the work is the same).
     overrides: dict[str, Any] = {
@@ -82,13 +97,13 @@ def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> floa
 
 def sb3_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> float:
     import torch
-    from stable_baselines3 import A2C, PPO
+    from stable_baselines3 import A2C, PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(threads)
     hp = dict(case["hp"])
     env = make_vec_env(case["env"], n_envs=hp.pop("n_envs"), seed=seed)
-    cls = {"ppo": PPO, "a2c": A2C}[case["algo"]]
+    cls = {"ppo": PPO, "a2c": A2C, "sac": SAC}[case["algo"]]
     model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
     start = time.perf_counter()
     model.learn(steps)

@@ -15,6 +15,7 @@ RUNS = {
     "gaussian-normalised-obs": ("ppo", "Pendulum-v1", {"normalize_obs": True}),
     "squashed-state-std": ("a2c", "Pendulum-v1", {"squash": "tanh", "std": "state"}),
     "discrete-obs": ("reinforce", "FrozenLake-v1", {}),
+    "sac": ("sac", "Pendulum-v1", {"hidden_sizes": [32, 32], "learning_starts": 1000}),
 }
 
 

@@ -131,8 +131,9 @@ class NumpyPolicy:
         """A NumPy twin of ``model``, or None where it has parts this module does not know."""
         actor = actor_of(model)
         known = (CategoricalPolicy, MultiCategoricalPolicy, GaussianPolicy)
-        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-        if type(actor) not in known or not on_cpu or not _supported(model):
+        acting = model if isinstance(model, ActorCritic) else actor  # what the twin runs
+        on_cpu = all(p.device.type == "cpu" for p in acting.parameters())
+        if type(actor) not in known or not on_cpu or not _supported(acting):
             return None
         return NumpyPolicy(model, rng)
 

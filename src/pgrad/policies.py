@@ -451,9 +451,15 @@ class ActorCritic(nn.Module):
         return self.actor.act(obs, deterministic)
 
 
-def actor_of(model: Policy | ActorCritic) -> Policy:
-    """The policy pi(a|s) of a model, with or without a critic."""
-    return model.actor if isinstance(model, ActorCritic) else model
+def actor_of(model: nn.Module) -> Policy:
+    """The policy pi(a|s) of a model: the model itself, or its ``actor`` (an actor-critic, or
+    SAC's policy with its Q-functions)."""
+    if isinstance(model, Policy):
+        return model
+    actor = getattr(model, "actor", None)
+    if not isinstance(actor, Policy):
+        raise TypeError(f"{type(model).__name__} has no policy")
+    return actor
 
 
 def make_policy(

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 from torch import nn
 
-from pgrad.algos import a2c, a3c, actor_critic, common, ppo, reinforce
+from pgrad.algos import a2c, a3c, actor_critic, common, ppo, reinforce, sac
 from pgrad.config import Config
 from pgrad.errors import PgradError
 
@@ -83,6 +83,13 @@ ALGOS: dict[str, AlgoSpec] = {
             ppo.PPOConfig,
             ppo.PPO,
             common.build_actor_critic,
+        ),
+        AlgoSpec(
+            "sac",
+            "soft actor-critic: off-policy, twin soft Q critics, automatic entropy temperature",
+            sac.SACConfig,
+            sac.SAC,
+            sac.build_model,
         ),
     ]
 }
