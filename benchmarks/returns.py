@@ -164,16 +164,30 @@ ROWS: dict[str, dict[str, Any]] = {
         },
     },
     "actor_critic-CartPole-v1": {"algo": "actor_critic", "env": "CartPole-v1", "steps": 500_000},
+    # rl-zoo's SAC settings: SB3's defaults (256x256 ReLU, lr 3e-4, batch 256, tau 0.005,
+    # automatic alpha), lr 1e-3 on Pendulum, 10k random steps first on MuJoCo.
+    "sac-Pendulum-v1": {
+        "algo": "sac",
+        "env": "Pendulum-v1",
+        "steps": 20_000,
+        "sb3": {"n_envs": 1, "learning_rate": 1e-3},
+    },
+    "sac-HalfCheetah-v5": {
+        "algo": "sac",
+        "env": "HalfCheetah-v5",
+        "steps": 300_000,
+        "sb3": {"n_envs": 1, "learning_starts": 10_000},
+    },
 }
 
 
-def run_pgrad(row: str, seed: int) -> dict[str, Any]:
+def run_pgrad(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
     import pgrad
 
     spec = ROWS[row]
     with tempfile.TemporaryDirectory() as tmp:
         run = pgrad.train(
-            spec["algo"], spec["env"], steps=spec["steps"], seed=seed, run_dir=f"{tmp}/r"
+            spec["algo"], spec["env"], steps=steps or spec["steps"], seed=seed, run_dir=f"{tmp}/r"
         )
         summary = run.summary
     return {
@@ -187,9 +201,9 @@ def run_pgrad(row: str, seed: int) -> dict[str, Any]:
     }
 
 
-def run_sb3(row: str, seed: int) -> dict[str, Any]:
+def run_sb3(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
     import torch
-    from stable_baselines3 import A2C, PPO
+    from stable_baselines3 import A2C, PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
@@ -206,10 +220,10 @@ def run_sb3(row: str, seed: int) -> dict[str, Any]:
     env = make_vec_env(spec["env"], n_envs=n_envs, seed=seed)
     if normalize:
         env = VecNormalize(env, gamma=kwargs.get("gamma", 0.99))
-    cls = {"ppo": PPO, "a2c": A2C}[spec["algo"]]
+    cls = {"ppo": PPO, "a2c": A2C, "sac": SAC}[spec["algo"]]
     model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
     start = time.perf_counter()
-    model.learn(spec["steps"])
+    model.learn(steps or spec["steps"])
     train_time = time.perf_counter() - start
     eval_env = make_vec_env(spec["env"], n_envs=1, seed=seed + 10_000)
     if normalize:
@@ -227,9 +241,9 @@ def run_sb3(row: str, seed: int) -> dict[str, Any]:
     }
 
 
-def run(job: tuple[str, str, int]) -> dict[str, Any]:
-    library, row, seed = job
-    return (run_pgrad if library == "pgrad" else run_sb3)(row, seed)
+def run(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
+    library, row, seed, steps = job
+    return (run_pgrad if library == "pgrad" else run_sb3)(row, seed, steps)
 
 
 def main() -> None:
@@ -242,11 +256,12 @@ def main() -> None:
         "--libraries", nargs="+", default=["pgrad", "sb3"], choices=["pgrad", "sb3"]
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, help="override every row's step budget")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     jobs = [
-        (lib, row, seed)
+        (lib, row, seed, args.steps)
         for row in args.rows
         for seed in args.seeds
         for lib in args.libraries
