@@ -116,3 +116,13 @@ def test_a_killed_worker_is_replaced_and_training_goes_on():
         assert ray.get(algo.workers.actors[0].pid.remote()) != pid
     finally:
         algo.close()
+
+
+def test_an_unreachable_or_malformed_cluster_address_is_a_one_line_error():
+    from pgrad.distributed.ray_backend import _check_reachable
+    from pgrad.errors import PgradError
+
+    with pytest.raises(PgradError, match=r"cannot reach the Ray cluster at '127\.0\.0\.1:1'"):
+        _check_reachable("127.0.0.1:1", timeout=2.0)
+    with pytest.raises(PgradError, match="not HOST:PORT"):
+        _check_reachable("headnode")

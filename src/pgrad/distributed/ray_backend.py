@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from typing import Any
 
 import gymnasium as gym
@@ -55,6 +56,8 @@ def init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address and address != "auto" and "://" not in address:
+        _check_reachable(address)  # ray.init would retry an unreachable address for minutes
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -67,6 +70,16 @@ def init_ray(address: str | None) -> bool:
 
 INLINE_PARAMETERS = 250_000
 """Weights up to this many parameters travel inside each call; bigger ones via the object store."""
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise PgradError(f"ray address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise PgradError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
 
 
 class RolloutWorker:
