@@ -215,3 +215,13 @@ def test_sigkill_during_checkpoint_writes_never_leaves_the_latest_unloadable(tmp
     _, torn, failures = kill_loop(tmp_path / "run", kills=10, seed=1)
     assert torn >= 2  # the kills did land inside writes
     assert failures == 0
+
+
+def test_watchdog_leaves_a_temperature_controlled_entropy_alone():
+    """SAC steers its entropy down to a (negative) target on purpose: no collapse warning."""
+    dog = Watchdog(total_steps=100_000)
+    dog.update(1000, {"entropy": 0.9, "alpha": 1.0})
+    assert dog.update(2000, {"entropy": -0.6, "alpha": 0.3}) == []
+    plain = Watchdog(total_steps=100_000)
+    plain.update(1000, {"entropy": 0.9})
+    assert plain.update(2000, {"entropy": 0.01})  # without a temperature it does fire

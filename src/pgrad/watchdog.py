@@ -4,7 +4,8 @@ Each fires at most once per run:
 
 - **entropy collapse**: before a quarter of the step budget, the policy's entropy has fallen
   below 5% of its first logged value (only for a positive first value: discrete policies; a
-  Gaussian's differential entropy can be negative). Exploration has stopped early.
+  Gaussian's differential entropy can be negative; not for SAC, whose temperature steers the
+  entropy to a target). Exploration has stopped early.
 - **value-loss explosion**: a row's value loss is over 1000x the median of the earlier rows
   and over 1 (a diverging critic grows by orders of magnitude; a shifting return scale by less,
   and a loss of 0.2 after a median of 0.001 is no explosion).
@@ -38,7 +39,8 @@ class Watchdog:
     def update(self, step: int, row: dict[str, float]) -> list[str]:
         """New warnings raised by the row logged at ``step``."""
         found = []
-        entropy = row.get("entropy", math.nan)
+        # With a temperature (SAC's alpha) the entropy is steered to a target on purpose.
+        entropy = math.nan if "alpha" in row else row.get("entropy", math.nan)
         if self.first_entropy is None and math.isfinite(entropy):
             self.first_entropy = entropy
         elif (
