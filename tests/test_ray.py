@@ -126,3 +126,16 @@ def test_an_unreachable_or_malformed_cluster_address_is_a_one_line_error():
         _check_reachable("127.0.0.1:1", timeout=2.0)
     with pytest.raises(PgradError, match="not HOST:PORT"):
         _check_reachable("headnode")
+
+
+@pytest.mark.parametrize("algo", ["a2c", "a3c"])
+def test_ray_runs_write_a_run_directory_and_resume(tmp_path, algo):
+    import pgrad
+
+    settings = {"backend": "ray", "workers": 2, "n_envs": 2, "eval_episodes": 1}
+    run = pgrad.train(algo, "CartPole-v1", steps=1000, run_dir=tmp_path / "r", **settings)
+    assert run.summary["steps"] >= 1000 and (tmp_path / "r" / "checkpoints").is_dir()
+    resumed = pgrad.train(resume=tmp_path / "r", steps=2000)
+    assert resumed.summary["steps"] >= 2000
+    steps = [r["step"] for r in resumed.metrics()]
+    assert steps == sorted(steps) and steps[-1] >= 2000
