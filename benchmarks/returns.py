@@ -288,7 +288,7 @@ def main() -> None:
             cells = [
                 ROWS[row]["algo"],
                 ROWS[row]["env"],
-                f"{ROWS[row]['steps']:,}",
+                f"{args.steps or ROWS[row]['steps']:,}",
                 lib,
                 f"{statistics.mean(values):.1f} ± {spread:.1f}",
                 ", ".join(f"{v:.1f}" for v in values),
