@@ -146,7 +146,7 @@ VALUES = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    algo=st.sampled_from(["reinforce", "reinforce_baseline", "actor_critic", "a2c", "ppo"]),
+    algo=st.sampled_from(list(algos.ALGOS)),
     data=st.data(),
 )
 def test_config_parser_gives_a_valid_config_or_a_clean_error(algo, data):
