@@ -129,7 +129,10 @@ class NumpyPolicy:
     @staticmethod
     def of(model: nn.Module, rng: np.random.Generator) -> NumpyPolicy | None:
         """A NumPy twin of ``model``, or None where it has parts this module does not know."""
-        actor = actor_of(model)
+        try:
+            actor = actor_of(model)
+        except TypeError:  # a custom model: act through torch
+            return None
         known = (CategoricalPolicy, MultiCategoricalPolicy, GaussianPolicy)
         acting = model if isinstance(model, ActorCritic) else actor  # what the twin runs
         on_cpu = all(p.device.type == "cpu" for p in acting.parameters())
