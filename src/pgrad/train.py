@@ -180,8 +180,7 @@ def train(
         returns = evaluation() if stop.signal is None else None
     finally:
         stop.restore()
-        if hasattr(algorithm, "close"):  # worker processes or Ray actors
-            algorithm.close()
+        algorithm.close()
         logger.close()
         envs.close()
         eval_envs.close()

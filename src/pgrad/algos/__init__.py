@@ -26,6 +26,9 @@ class Algorithm(Protocol):
 
     def load_state(self, state: dict, envs: Any, env_restored: bool) -> None: ...
 
+    def close(self) -> None:
+        """Release what the algorithm started (worker processes, Ray actors)."""
+
 
 @dataclass(frozen=True)
 class AlgoSpec:

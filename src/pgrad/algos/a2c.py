@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from pgrad.algos.common import (
+    FlatParameters,
     OnPolicy,
     OnPolicyConfig,
     episode_metrics,
@@ -82,6 +83,24 @@ def loss(
     return total, parts
 
 
+def gradient(
+    model: ActorCritic, flat: FlatParameters, config: A2CConfig, batch: Batch
+) -> dict[str, float]:
+    """A2C's clipped loss gradient on ``batch`` (with at least one valid step), left in
+    ``flat.param.grad`` for an optimizer to apply (here, or in A3C's shared model); its metrics."""
+    advantages, targets = advantages_and_targets(batch, config)
+    obs, actions, advantages, targets, values = batch.valid(
+        batch.obs, batch.actions, advantages, targets, batch.values
+    )
+    total, parts = loss(model, config, obs, actions, advantages, targets)
+    grad_norm = flat.gradient(total, config.max_grad_norm, parts)
+    return {
+        **{k: v.item() for k, v in parts.items()},
+        "explained_variance": explained_variance(values, targets),
+        "grad_norm": grad_norm.item(),
+    }
+
+
 class A2C(OnPolicy):
     """Collect ``n_steps`` from every env, take one batched gradient step, repeat."""
 
@@ -105,14 +124,7 @@ class A2C(OnPolicy):
         metrics.update(dict.fromkeys(LOSS_METRICS, float("nan")))
         if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
             return metrics
-        advantages, targets = advantages_and_targets(batch, cfg)
-        obs, actions, advantages, targets, values = batch.valid(
-            batch.obs, batch.actions, advantages, targets, batch.values
-        )
-        total, parts = self.loss(obs, actions, advantages, targets)
-        grad_norm = self.flat.gradient_step(self.optimizer, total, cfg.max_grad_norm, parts)
+        metrics.update(gradient(self.model, self.flat, cfg, batch))
+        self.optimizer.step()
         self.steps += batch.steps
-        metrics.update({k: v.item() for k, v in parts.items()})
-        metrics["explained_variance"] = explained_variance(values, targets)
-        metrics["grad_norm"] = grad_norm.item()
         return metrics

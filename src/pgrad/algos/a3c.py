@@ -47,14 +47,12 @@ from pgrad.algos import a2c
 from pgrad.algos.common import (
     FlatParameters,
     build_actor_critic,
-    check_grad_norm,
-    check_loss,
     episode_stats,
+    set_learning_rate,
 )
 from pgrad.config import ConfigError
 from pgrad.envs import make_vec_env, spaces, vec_env_id
 from pgrad.errors import NonFiniteError, PgradError
-from pgrad.losses import explained_variance
 from pgrad.rollout import Rollout
 
 REPORT_EVERY_S = 0.25
@@ -166,35 +164,15 @@ def _work(
             shared.steps.value += batch.steps
         pending.add_episodes(batch)
         if batch.steps:
-            advantages, targets = a2c.advantages_and_targets(batch, cfg)
-            obs, actions, advantages, targets, values = batch.valid(
-                batch.obs, batch.actions, advantages, targets, batch.values
-            )
-            loss, parts = a2c.loss(model, cfg, obs, actions, advantages, targets)
-            check_loss(loss, parts)
-            local.zero_grad()
-            loss.backward()
-            grad_norm = local.clip_grad_norm(cfg.max_grad_norm)
-            check_grad_norm(grad_norm)
-            lr = cfg.learning_rate
-            if cfg.anneal_lr:
-                lr *= max(0.0, 1.0 - shared.steps.value / cfg.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            metrics = a2c.gradient(model, local, cfg, batch)
+            lr = set_learning_rate(optimizer, cfg, shared.steps.value)
             push_gradients(local.param, theta)
             optimizer.step()
             with shared.version.get_lock():
                 lag = shared.version.value - version
                 shared.version.value += 1
             pending.add_update(
-                batch.steps,
-                {
-                    **{k: v.item() for k, v in parts.items()},
-                    "explained_variance": explained_variance(values, targets),
-                    "grad_norm": float(grad_norm),
-                    "policy_lag": float(lag),
-                    "learning_rate": lr,
-                },
+                batch.steps, {**metrics, "policy_lag": float(lag), "learning_rate": lr}
             )
         if time.monotonic() - last_report > REPORT_EVERY_S:
             shared.queue.put(("metrics", rank, pending.flush()))

@@ -138,6 +138,21 @@ class FlatParameters:
             self.param.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
         return norm
 
+    def gradient(
+        self,
+        loss: torch.Tensor,
+        max_grad_norm: float | None,
+        parts: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The clipped gradient of ``loss`` into ``self.param.grad``; the norm before clipping.
+        A non-finite loss or gradient raises ``NonFiniteError`` (naming the part at fault)."""
+        check_loss(loss, parts)
+        self.zero_grad()
+        loss.backward()
+        grad_norm = self.clip_grad_norm(max_grad_norm)
+        check_grad_norm(grad_norm)
+        return grad_norm
+
     def gradient_step(
         self,
         optimizer: torch.optim.Optimizer,
@@ -146,11 +161,7 @@ class FlatParameters:
         parts: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``gradient_step`` on the flat buffers; ``optimizer`` must optimize ``self.param``."""
-        check_loss(loss, parts)
-        self.zero_grad()
-        loss.backward()
-        grad_norm = self.clip_grad_norm(max_grad_norm)
-        check_grad_norm(grad_norm)
+        grad_norm = self.gradient(loss, max_grad_norm, parts)
         optimizer.step()
         return grad_norm
 

@@ -70,6 +70,9 @@ class Reinforce:
             "adam", self.model.parameters(), config.learning_rate, eps=1e-8
         )
 
+    def close(self) -> None:
+        """Nothing to release: the envs belong to the caller."""
+
     def state(self) -> dict:
         """What ``resume`` needs beyond the model and optimizer (each update resets the envs)."""
         return {"seed": self.seed}

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgrad.algos.common import FlatParameters, PolicyConfig, check_grad_norm, check_loss
+from pgrad.algos.common import FlatParameters, PolicyConfig, check_loss, episode_stats
 from pgrad.config import ConfigError
 from pgrad.envs import spaces
 from pgrad.errors import PgradError
@@ -251,6 +251,7 @@ class SAC:
     def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One SAC gradient step (module docstring); returns its diagnostics, stacked."""
         cfg, model = self.config, self.model
+        optimizers, clip = self.optimizer.optimizers, cfg.max_grad_norm
         obs = batch["obs"]
         dist = model.actor.distribution(obs)
         action, log_prob = dist.rsample_with_log_prob()
@@ -260,9 +261,9 @@ class SAC:
         if cfg.alpha is None:
             alpha_loss = temperature_loss(model.log_alpha, log_prob, self.target_entropy)
             check_loss(alpha_loss, {"alpha_loss": alpha_loss})
-            self.optimizer.optimizers["alpha"].zero_grad()
+            optimizers["alpha"].zero_grad()
             alpha_loss.backward()
-            self.optimizer.optimizers["alpha"].step()
+            optimizers["alpha"].step()
         else:
             alpha_loss = torch.zeros(())
 
@@ -275,25 +276,21 @@ class SAC:
                             next_log_prob, alpha, cfg.gamma)  # fmt: skip
         q1, q2 = model.critics(obs, batch["actions"])
         critic_loss = 0.5 * (F.mse_loss(q1, y) + F.mse_loss(q2, y))
-        check_loss(critic_loss, {"critic_loss": critic_loss})
-        self.critic_params.zero_grad()
-        critic_loss.backward()
-        critic_norm = self.critic_params.clip_grad_norm(cfg.max_grad_norm)
-        check_grad_norm(critic_norm)
-        self.optimizer.optimizers["critics"].step()
+        self.critic_params.gradient_step(
+            optimizers["critics"], critic_loss, clip, {"critic_loss": critic_loss}
+        )
 
         # The actor loss needs dQ/da, not dQ/d(critic weights): freezing the critics skips the
         # weight-gradient half of their backward pass (the math is unchanged).
         model.critics.requires_grad_(False)
         q1_pi, q2_pi = model.critics(obs, action)
         actor_loss = (alpha * log_prob - torch.minimum(q1_pi, q2_pi)).mean()
-        check_loss(actor_loss, {"actor_loss": actor_loss})
-        self.actor_params.zero_grad()
-        actor_loss.backward()
-        model.critics.requires_grad_(True)
-        actor_norm = self.actor_params.clip_grad_norm(cfg.max_grad_norm)
-        check_grad_norm(actor_norm)
-        self.optimizer.optimizers["actor"].step()
+        try:
+            self.actor_params.gradient_step(
+                optimizers["actor"], actor_loss, clip, {"actor_loss": actor_loss}
+            )
+        finally:
+            model.critics.requires_grad_(True)
 
         with torch.no_grad():
             self.target_params.lerp_(self.critic_params.param, cfg.tau)
@@ -316,9 +313,7 @@ class SAC:
         self.steps += steps
         row = {
             "steps": steps,
-            "episodes": len(returns),
-            "episode_return": float(np.mean(returns)) if returns else float("nan"),
-            "episode_length": float(np.mean(lengths)) if lengths else float("nan"),
+            **episode_stats(returns, lengths),
             **dict.fromkeys(self.METRICS, float("nan")),
         }
         if self.steps >= cfg.learning_starts and self.buffer.size >= 1:
@@ -327,6 +322,9 @@ class SAC:
             means = torch.stack(diagnostics).mean(0).tolist()
             row.update(zip(self.METRICS, means, strict=True))
         return row
+
+    def close(self) -> None:
+        """Nothing to release: the envs belong to the caller."""
 
     # Resume
 

@@ -31,14 +31,12 @@ from pgrad.algos.common import (
     FlatParameters,
     OnPolicyConfig,
     build_actor_critic,
-    check_grad_norm,
-    check_loss,
     episode_stats,
     make_optimizer,
+    set_learning_rate,
 )
 from pgrad.envs import make_vec_env, spaces, vec_env_id
 from pgrad.errors import NonFiniteError, PgradError
-from pgrad.losses import explained_variance
 from pgrad.rollout import Batch, Rollout
 
 try:
@@ -105,7 +103,6 @@ class RolloutWorker:
 
     def gradient(self, weights: torch.Tensor, version: int) -> dict[str, Any]:
         """A2C's loss gradient (clipped) on a rollout collected with ``weights``."""
-        cfg = self.config
         batch = self.collect(weights)
         out: dict[str, Any] = {
             "version": version,
@@ -115,25 +112,11 @@ class RolloutWorker:
         }
         if batch.steps == 0:
             return out
-        advantages, targets = a2c.advantages_and_targets(batch, cfg)
-        obs, actions, advantages, targets, values = batch.valid(
-            batch.obs, batch.actions, advantages, targets, batch.values
-        )
-        loss, parts = a2c.loss(self.model, cfg, obs, actions, advantages, targets)
         try:
-            check_loss(loss, parts)
-            self.flat.zero_grad()
-            loss.backward()
-            grad_norm = self.flat.clip_grad_norm(cfg.max_grad_norm)
-            check_grad_norm(grad_norm)
+            out["metrics"] = a2c.gradient(self.model, self.flat, self.config, batch)
         except NonFiniteError as e:
             return {**out, "nonfinite": str(e)}
         out["grad"] = self.flat.param.grad.clone()
-        out["metrics"] = {
-            **{k: v.item() for k, v in parts.items()},
-            "explained_variance": explained_variance(values, targets),
-            "grad_norm": grad_norm.item(),
-        }
         return out
 
 
@@ -259,8 +242,7 @@ class RayA3C:
         if "nonfinite" in result:
             self.close()
             raise NonFiniteError(f"{result['nonfinite']} (ray worker {rank})")
-        cfg = self.config
-        lr = cfg.learning_rate * (max(0.0, 1.0 - self.steps / cfg.steps) if cfg.anneal_lr else 1)
+        lr = set_learning_rate(self.optimizer, self.config, self.steps)
         row = {
             "steps": result["steps"],
             **episode_stats(result["returns"], result["lengths"]),
@@ -272,8 +254,6 @@ class RayA3C:
         if "grad" in result:
             self.flat.zero_grad()
             self.flat.param.grad.copy_(result["grad"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             self.optimizer.step()
             self.version += 1
             row.update(result["metrics"])
