@@ -26,14 +26,32 @@ def curve(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") -> Path:
-    """One line per (algo, env) group: the mean across its runs on a common step grid, shaded
-    between the lowest and highest run (min-max spread), written to ``out`` as PNG."""
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save(fig, out: str | Path, legend_fontsize: float | None = None) -> Path:
+    """Grid and legend on every axis of ``fig``, then write it to ``out`` as PNG and close it."""
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_fontsize)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    pyplot().close(fig)
+    return out
+
+
+def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") -> Path:
+    """One line per (algo, env) group: the mean across its runs on a common step grid, shaded
+    between the lowest and highest run (min-max spread), written to ``out`` as PNG."""
+    plt = pyplot()
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in runs:
         config = run.config
@@ -55,10 +73,4 @@ def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") 
     if metric == "episode_return":
         label = "training episode return (sampled actions)"
     ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)

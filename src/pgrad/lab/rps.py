@@ -19,11 +19,13 @@ equilibrium (1/3, 1/3, 1/3).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pgrad.plot import pyplot, save
+from pgrad.runs import write_json
 
 ACTIONS = ("rock", "paper", "scissors")
 PAYOFF = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -90,11 +92,6 @@ def greedy(rounds: int = 3000, games: int = 32, seed: int = 0) -> History:
 
 def run(out: Path, rounds: int = 3000, seed: int = 0) -> dict:
     """Both learners; ``results.json`` and ``rps.png`` in ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pg, gr = policy_gradient(rounds, seed=seed), greedy(rounds, seed=seed)
     tail = max(1, rounds // 10)
     results = {
@@ -110,8 +107,8 @@ def run(out: Path, rounds: int = 3000, seed: int = 0) -> dict:
         },
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    write_json(out / "results.json", results)
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(10, 4))
     x = np.arange(1, rounds + 1)
     ax1.plot(x, pg.exploitability, label="policy gradient (softmax)")
     ax1.plot(x, gr.exploitability, label="greedy (argmax)")
@@ -126,10 +123,5 @@ def run(out: Path, rounds: int = 3000, seed: int = 0) -> dict:
     ax2.set_xlabel("round")
     ax2.set_ylabel("probability")
     ax2.set_title("Policy-gradient learner's policy")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "rps.png", dpi=110)
-    plt.close(fig)
+    save(fig, out / "rps.png", legend_fontsize=8)
     return results

@@ -32,7 +32,6 @@ estimate from its mean.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,7 +39,9 @@ import numpy as np
 import torch
 
 from pgrad.lab import tabular
+from pgrad.plot import pyplot, save
 from pgrad.returns import discounted_returns, gae, nstep_returns
+from pgrad.runs import write_json
 
 LAMBDAS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 1.0)
 NSTEPS = (3, 10)
@@ -306,17 +307,11 @@ def gym_table(
 
 def write(out: Path, rows: list[Row], info: dict) -> None:
     """results.json and the bias/variance-versus-lambda plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
-    results = {**info, "rows": [asdict(r) for r in rows]}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out / "results.json", {**info, "rows": [asdict(r) for r in rows]})
     by_name = {r.estimator: r for r in rows}
     gae_rows = [by_name[f"GAE({lam:g})"] for lam in LAMBDAS]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(10, 4))
     ax1.plot(LAMBDAS, [r.variance for r in gae_rows], "o-", label="GAE(lambda)")
     ax2.plot(LAMBDAS, [r.bias for r in gae_rows], "o-", label="GAE(lambda)")
     ax2.plot(LAMBDAS, [r.noise_floor for r in gae_rows], ":", color="grey",
@@ -330,16 +325,11 @@ def write(out: Path, rows: list[Row], info: dict) -> None:
     ax2.set_xlabel("lambda")
     ax2.set_ylabel("bias: |mean estimate - reference gradient|")
     ax2.set_title("Bias")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.suptitle(
         f"Gradient estimators on {info['env']}, {info['episodes']} episodes "
         f"(reference: {info['reference']})"
     )
-    fig.tight_layout()
-    fig.savefig(out / "bias_variance.png", dpi=110)
-    plt.close(fig)
+    save(fig, out / "bias_variance.png", legend_fontsize=8)
 
 
 def format_table(rows: list[Row]) -> str:
