@@ -48,6 +48,7 @@ from pgrad.algos.common import (
     FlatParameters,
     build_actor_critic,
     episode_stats,
+    make_optimizer,
     set_learning_rate,
 )
 from pgrad.config import ConfigError
@@ -231,12 +232,9 @@ class A3C:
         self.model = build_actor_critic(config, *spaces(envs))
         self.flat = FlatParameters(self.model)
         self.flat.param.data.share_memory_()
-        lr, eps = config.learning_rate, config.adam_eps
-        # Not fused: the fused kernel would keep its step count off shared memory's books.
-        self.optimizer = (
-            torch.optim.RMSprop([self.flat.param], lr=lr, alpha=0.99, eps=eps)
-            if config.optimizer == "rmsprop"
-            else torch.optim.Adam([self.flat.param], lr=lr, eps=eps)
+        # Adam's unfused implementation, with the state share_optimizer_state creates for it.
+        self.optimizer = make_optimizer(
+            config.optimizer, [self.flat.param], config.learning_rate, config.adam_eps, fused=False
         )
         self.context = mp.get_context("spawn")
         self.steps = 0

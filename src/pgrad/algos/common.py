@@ -205,16 +205,17 @@ class OnPolicyConfig(PolicyConfig):
 
 
 def make_optimizer(
-    name: str, params: Iterable[torch.nn.Parameter], lr: float, eps: float
+    name: str, params: Iterable[torch.nn.Parameter], lr: float, eps: float, fused: bool = True
 ) -> torch.optim.Optimizer:
     """Adam, or RMSprop with alpha 0.99 (Stable-Baselines3's A2C optimizer).
 
-    Adam runs its fused kernel and RMSprop its multi-tensor one: the same update rule as the
-    per-parameter loop, in one or a few ops instead of several per parameter.
+    Adam runs its fused kernel (unless ``fused=False``) and RMSprop its multi-tensor one: the
+    same update rule as the per-parameter loop, in one or a few ops instead of several per
+    parameter.
     """
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=eps, foreach=True)
-    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=fused or None)
 
 
 def set_learning_rate(
