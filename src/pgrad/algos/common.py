@@ -99,6 +99,24 @@ def gradient_step(
     return grad_norm
 
 
+def views(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Consecutive pieces of ``flat``, each shaped like the tensor of ``like`` at its place."""
+    out, offset = [], 0
+    for t in like:
+        out.append(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
+
+
+def flatten(params: list[torch.Tensor]) -> torch.Tensor:
+    """One buffer holding ``params``' values, which become views into it (``p.data``)."""
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+    for p, view in zip(params, views(flat, params), strict=True):
+        p.data = view
+    return flat
+
+
 class FlatParameters:
     """A model's parameters and their gradients as views into two flat buffers.
 
@@ -111,17 +129,9 @@ class FlatParameters:
 
     def __init__(self, model: nn.Module):
         self.params = [p for p in model.parameters() if p.requires_grad]
-        with torch.no_grad():
-            flat = torch.cat([p.detach().reshape(-1) for p in self.params])
-        self.param = nn.Parameter(flat)
-        self.param.grad = torch.zeros_like(flat)
-        self.grads = []
-        offset = 0
-        for p in self.params:
-            n = p.numel()
-            p.data = flat[offset : offset + n].view_as(p)
-            self.grads.append(self.param.grad[offset : offset + n].view_as(p))
-            offset += n
+        self.param = nn.Parameter(flatten(self.params))
+        self.param.grad = torch.zeros_like(self.param)
+        self.grads = views(self.param.grad, self.params)
         self.zero_grad()
 
     def zero_grad(self) -> None:

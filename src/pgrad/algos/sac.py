@@ -31,7 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgrad.algos.common import FlatParameters, PolicyConfig, check_loss, episode_stats
+from pgrad.algos.common import (
+    FlatParameters,
+    PolicyConfig,
+    check_loss,
+    episode_stats,
+    flatten,
+)
 from pgrad.config import ConfigError
 from pgrad.envs import spaces
 from pgrad.errors import PgradError
@@ -184,11 +190,8 @@ class SAC:
         )
         self.actor_params = FlatParameters(self.model.actor)
         self.critic_params = FlatParameters(self.model.critics)
-        self.target_params = torch.cat([p.reshape(-1) for p in self.model.targets.parameters()])
-        offset = 0  # the targets as views of one buffer too: one lerp per Polyak update
-        for p in self.model.targets.parameters():
-            p.data = self.target_params[offset : offset + p.numel()].view_as(p)
-            offset += p.numel()
+        # The targets as views of one buffer too: one lerp per Polyak update.
+        self.target_params = flatten(list(self.model.targets.parameters()))
         lr = config.learning_rate
         optimizers = {
             "actor": torch.optim.Adam([self.actor_params.param], lr=lr, fused=True),
