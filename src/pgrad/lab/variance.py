@@ -64,6 +64,12 @@ class Episodes:
         """Which episode each step belongs to."""
         return np.cumsum(self.starts) - 1
 
+    def returns(self, gamma: float) -> np.ndarray:
+        """G_t, the discounted reward-to-go of every step within its episode."""
+        r = torch.as_tensor(self.rewards, dtype=torch.float64)[:, None]
+        ends = torch.as_tensor(self.ends)[:, None]
+        return discounted_returns(r, ends, torch.zeros_like(ends), gamma)[:, 0].numpy()
+
     @property
     def time(self) -> np.ndarray:
         """t within the episode."""
@@ -78,7 +84,7 @@ def estimator_weights(episodes: Episodes, gamma: float, b_star: float) -> dict[s
     ends = torch.as_tensor(episodes.ends)[:, None]
     no = torch.zeros_like(ends)
     v_next = torch.cat([v[1:], torch.zeros(1, 1, dtype=torch.float64)])  # 0 after an end
-    G = discounted_returns(r, ends, no, gamma)[:, 0].numpy()
+    G = episodes.returns(gamma)
     discount = gamma ** episodes.time.astype(np.float64)
     g0 = G[episodes.starts][episodes.index]
     weights = {
@@ -150,7 +156,7 @@ def fitted_values(mdp: tabular.TabularMDP, ep: tabular.Episodes, gamma: float) -
     """V(s) = the mean reward-to-go observed from s (0 where s was never seen): a critic
     fitted by Monte Carlo, inexact by its sampling error."""
     episodes = Episodes(ep.rewards, np.zeros(len(ep.rewards)), ep.ends)
-    G = estimator_weights(episodes, gamma, 0.0)["reward-to-go"] / gamma**episodes.time
+    G = episodes.returns(gamma)
     totals = np.bincount(ep.states, G, mdp.n_states)
     counts = np.bincount(ep.states, minlength=mdp.n_states)
     return np.where(counts > 0, totals / np.maximum(counts, 1), 0.0)
@@ -215,7 +221,7 @@ def _critic(model, side: dict[str, torch.Tensor], gamma: float):
         return lambda obs: model.value(obs).double()
     episodes = Episodes(side["rewards"].numpy(), np.zeros(len(side["rewards"])),
                         side["ends"].numpy())  # fmt: skip
-    G = estimator_weights(episodes, gamma, 0.0)["reward-to-go"] / gamma**episodes.time
+    G = episodes.returns(gamma)
     net = mlp([side["obs"].shape[1], 64, 64, 1], "tanh")
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     target = torch.as_tensor(G, dtype=torch.float32)
