@@ -1,4 +1,4 @@
-"""The ``pgrad`` command: train, eval, export, record, report, plot, algos, lab.
+"""The ``pgrad`` command: train, eval, export, record, report, plot, algos, lab, rlhf.
 
 Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
 directory) prints one line, ``error: ...``, and exits with status 2.
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgrad.errors import PgradError
+from pgrad.rlhf import commands as rlhf_commands
 
 app = typer.Typer(
     add_completion=False,
@@ -217,6 +218,7 @@ lab = typer.Typer(
     no_args_is_help=True, help="Experiments that measure policy-gradient theory (docs/lab.md)."
 )
 app.add_typer(lab, name="lab")
+app.add_typer(rlhf_commands.rlhf, name="rlhf")
 TABULAR = ("random-mdp", "short-corridor")
 
 

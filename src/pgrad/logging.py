@@ -26,12 +26,14 @@ class MetricsLogger:
         total_steps: int,
         progress: bool = False,
         keep_rows_to: int | None = None,
+        headline: str = "episode_return",
     ):
         """With ``keep_rows_to`` (a resumed run), the existing rows up to that step are kept and
         later ones (logged after the checkpoint being resumed from) dropped."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
+        self.headline = headline
         self.file = None
         self._open(keep_rows_to)
         self.tensorboard = SummaryWriter(str(run_dir))
@@ -81,10 +83,15 @@ class MetricsLogger:
                 self.tensorboard.add_scalar(f"train/{key}", value, step)
         self.tensorboard.add_scalar("time/sps", step / max(elapsed, 1e-9), step)
         if self.progress is not None:
-            info = f"return {metrics.get('episode_return', float('nan')):.1f}"
+            value = metrics.get(self.headline, float("nan"))
+            if self.headline == "episode_return":
+                info = f"return {value:.1f}"
+            else:
+                info = f"{self.headline} {value:.3g}"
             if math.isfinite(metrics.get("eval_return", float("nan"))):
                 info += f"  eval {metrics['eval_return']:.1f}"
-            info += f"  {step / max(elapsed, 1e-9):,.0f} sps"
+            if self.headline == "episode_return":
+                info += f"  {step / max(elapsed, 1e-9):,.0f} sps"
             total = self.progress.tasks[0].total or step
             self.progress.update(self.task, completed=min(step, total), info=info)
 

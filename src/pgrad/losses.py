@@ -80,3 +80,23 @@ def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> floa
     if variance == 0:
         return float("nan")
     return float(1.0 - (targets - predictions).var() / variance)
+
+
+def kl_estimate(log_ratio: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-sample estimates of KL(pi || q) from samples a ~ pi, with log_ratio = log pi(a) -
+    log q(a) (Schulman's estimators; RLHF's per-token penalty with q the reference model):
+
+        k1 = log_ratio                      unbiased, can be negative
+        k2 = log_ratio^2 / 2                biased, never negative
+        k3 = (r - 1) - log r, r = q/pi      unbiased, never negative (r - 1 >= log r)
+
+    ``approx_kl`` is the mean of k3 with pi and q swapped (KL(pi_old || pi_theta) on samples
+    from pi_old).
+    """
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"KL estimator must be k1, k2 or k3, got {estimator!r}")

@@ -1,0 +1,315 @@
+"""The ``pgrad rlhf`` commands: SFT, reward model, RL fine-tuning and sampling, each writing a
+run directory like the other algorithms (config.yaml, metrics.csv + TensorBoard,
+checkpoints/, summary.json) plus the model in ``save_pretrained`` form.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgrad import config as cfg
+from pgrad import runs
+from pgrad.errors import PgradError
+from pgrad.logging import MetricsLogger
+from pgrad.rlhf import model as lm
+from pgrad.rlhf import reward_model as rm
+from pgrad.rlhf import rl, sft, task
+from pgrad.rlhf.sequences import Responses, generate
+from pgrad.rlhf.sft import teacher_forced
+
+TASK = "bigger"
+EVAL_SEED = 10_000  # eval prompts: never the training prompts' seeds
+Reward = Callable[[Responses], list[float]]
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    """``save_pretrained`` into a temporary directory renamed over ``path``: a crash leaves
+    the old model or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save(model, tokenizer, tmp)
+    old = path.with_name(f".{path.name}.old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _function(spec: str) -> Callable[[str, str], float]:
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise PgradError(f"reward {spec!r}: cannot import {name!r} from {module!r} ({e})") from None
+    if not callable(fn):
+        raise PgradError(f"reward {spec!r} is not callable")
+    return fn
+
+
+def make_reward(spec: str) -> Reward:
+    """``task`` (the default task's hidden score), ``module:function`` (called as
+    ``function(prompt, response) -> float``), or the run directory of ``pgrad rlhf reward``."""
+    if spec == "task":
+        spec = "pgrad.rlhf.task:score"
+    path = Path(spec)
+    if (path / "reward_model").is_dir():
+        model, tokenizer = rm.RewardModel.load(path / "reward_model")
+
+        @torch.no_grad()
+        def learned(responses: Responses) -> list[float]:
+            batch = teacher_forced(tokenizer, responses.prompts, responses.texts)
+            return model(batch).tolist()
+
+        return learned
+    if ":" not in spec:
+        raise PgradError(
+            f"reward {spec!r}: expected 'task', module:function, or a `pgrad rlhf reward` run "
+            "directory (with reward_model/)"
+        )
+    fn = _function(spec)
+    return lambda r: [float(fn(p, t)) for p, t in zip(r.prompts, r.texts, strict=True)]
+
+
+def _prompts(spec: str, n: int, seed: int) -> list[str]:
+    if spec == TASK:
+        return task.prompts(n, seed)
+    try:
+        lines = [line.rstrip("\n") for line in Path(spec).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise PgradError(f"cannot read prompts file {spec!r}: {e.strerror}") from None
+    if not lines:
+        raise PgradError(f"prompts file {spec!r} has no prompts")
+    rng = torch.Generator().manual_seed(seed)
+    return [lines[i] for i in torch.randint(len(lines), (n,), generator=rng).tolist()]
+
+
+def model_dir(path: Path) -> Path:
+    """A model directory, given it or a run directory holding model/."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
+def _policy(model_path: Path) -> tuple[Any, Any]:
+    policy, tokenizer = lm.load(model_path)
+    return policy.eval(), tokenizer
+
+
+# --- sft ------------------------------------------------------------------------------------
+
+
+def run_sft(config: sft.SFTConfig, run_dir: Path | None, progress: bool = False) -> Path:
+    """Build the default GPT-2 and fit it to the task's corpus; the model lands in model/."""
+    path = runs.create(run_dir, "rlhf-sft", TASK, config.seed)
+    runs.write_yaml(
+        path / "config.yaml", {"command": "rlhf sft", "task": TASK, **cfg.to_dict(config)}
+    )
+    tokenizer = lm.default_tokenizer()
+    model = lm.default_model(tokenizer, config.seed, config.n_layer, config.n_embd, config.n_head)
+    logger = MetricsLogger(path, config.steps, progress, headline="loss")
+    start = time.perf_counter()
+    try:
+        loss = sft.train(
+            model,
+            tokenizer,
+            task.sft_corpus(config.corpus_size, config.seed),
+            config,
+            log=logger.write,
+        )
+    finally:
+        logger.close()
+    save_model(model, tokenizer, path / "model")
+    torch.manual_seed(config.seed)
+    prompts = task.prompts(256, EVAL_SEED)
+    responses = generate(model, tokenizer, prompts, task.MAX_DIGITS + 2)
+    well_formed = [task.parse(t) is not None for t in responses.texts]
+    runs.write_json(
+        path / "summary.json",
+        {
+            "loss": loss,
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "well_formed": sum(well_formed) / len(well_formed),
+            "task_score": sum(
+                task.score(p, t) for p, t in zip(prompts, responses.texts, strict=True)
+            )
+            / len(prompts),
+        },
+    )
+    return path
+
+
+# --- reward model ---------------------------------------------------------------------------
+
+
+def run_reward(
+    policy_dir: Path, config: rm.RewardConfig, run_dir: Path | None, progress: bool = False
+) -> Path:
+    """Preference pairs from the policy's samples judged by the hidden rule, a Bradley-Terry
+    reward model fitted to them, and its accuracy on held-out pairs."""
+    policy, tokenizer = _policy(policy_dir)
+    path = runs.create(run_dir, "rlhf-reward", TASK, config.seed)
+    runs.write_yaml(
+        path / "config.yaml",
+        {"command": "rlhf reward", "policy": str(policy_dir), **cfg.to_dict(config)},
+    )
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    train_pairs = rm.preference_pairs(
+        policy,
+        tokenizer,
+        task.prompts(config.pairs, config.seed),
+        task.score,
+        config.max_new_tokens,
+    )
+    test_pairs = rm.preference_pairs(
+        policy,
+        tokenizer,
+        task.prompts(config.test_pairs, EVAL_SEED),
+        task.score,
+        config.max_new_tokens,
+    )
+    logger = MetricsLogger(path, config.steps, progress, headline="loss")
+    try:
+        model = rm.train(policy, tokenizer, train_pairs, config, log=logger.write)
+    finally:
+        logger.close()
+    model.save(path / "reward_model", tokenizer)
+    summary = {
+        "train_pairs": len(train_pairs),
+        "test_pairs": len(test_pairs),
+        "train_accuracy": rm.accuracy(model, tokenizer, train_pairs[:2000]),
+        "test_accuracy": rm.accuracy(model, tokenizer, test_pairs),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    runs.write_json(path / "summary.json", summary)
+    return path
+
+
+# --- RL -------------------------------------------------------------------------------------
+
+
+def build_config(algo: str, layers: list[dict[str, Any]]) -> rl.RLHFConfig:
+    if algo not in rl.ALGOS:
+        raise PgradError(f"unknown RLHF algorithm {algo!r}; expected one of {', '.join(rl.ALGOS)}")
+    config = cfg.build(rl.RLHFConfig, [rl.ALGO_DEFAULTS[algo], *layers], f"rlhf {algo}")
+    if algo == "rloo" and config.samples_per_prompt < 2:
+        raise cfg.ConfigError("rloo needs samples_per_prompt >= 2 (a leave-one-out baseline)")
+    return config
+
+
+def run_rl(
+    algo: str,
+    config: rl.RLHFConfig,
+    run_dir: Path | None,
+    model: Path | None = None,
+    reward: str = "task",
+    prompts: str = TASK,
+    progress: bool = False,
+) -> Path:
+    """Fine-tune ``model`` (default: a fresh SFT run in RUN_DIR/sft) with ``algo`` against
+    ``reward``; writes metrics, checkpoints, model/ and summary.json (eval before and after)."""
+    reward_fn = make_reward(reward)
+    loaded = _policy(model) if model is not None else None  # a bad --model fails before mkdir
+    path = runs.create(run_dir, f"rlhf-{algo}", TASK, config.seed)
+    if model is None:
+        model = run_sft(sft.SFTConfig(seed=config.seed), path / "sft") / "model"
+    policy, tokenizer = loaded or _policy(model)
+    runs.write_yaml(
+        path / "config.yaml",
+        {
+            "command": "rlhf train",
+            "algo": algo,
+            "model": str(model),
+            "reward": reward,
+            "prompts": prompts,
+            **cfg.to_dict(config),
+        },
+    )
+    torch.manual_seed(config.seed)
+    trainer = rl.Trainer(algo, policy, tokenizer, reward_fn, config)
+    task_score = task.score if prompts == TASK else None
+    eval_prompts = _prompts(prompts, config.eval_prompts, EVAL_SEED)
+
+    def evaluate() -> dict[str, float]:
+        return rl.evaluate(
+            trainer.policy,
+            trainer.reference,
+            tokenizer,
+            reward_fn,
+            eval_prompts,
+            config.eval_samples,
+            config.max_new_tokens,
+            task_score,
+        )
+
+    start = time.perf_counter()
+    before = evaluate()
+    logger = MetricsLogger(path, config.iterations, progress, headline="reward")
+    rows: list[dict[str, float]] = []
+    try:
+        for it in range(1, config.iterations + 1):
+            batch = trainer.collect(
+                _prompts(prompts, config.prompts_per_batch, config.seed * 1_000_003 + it)
+            )
+            try:
+                stats = trainer.update(batch)
+            except PgradError as e:
+                kept = runs.checkpoints(path)
+                where = f"last good checkpoint {kept[-1]}" if kept else "no checkpoint yet"
+                raise PgradError(f"iteration {it}: {e}; {where}") from None
+            if task_score is not None and reward != "task":
+                r = batch.responses
+                stats["task_score"] = sum(
+                    task_score(p, t) for p, t in zip(r.prompts, r.texts, strict=True)
+                ) / len(r.texts)
+            rows.append(stats)
+            if config.eval_every and it % config.eval_every == 0:
+                stats.update({f"eval_{k}": v for k, v in evaluate().items()})
+            if it % config.log_every == 0 or it == config.iterations:
+                # Every row has the eval columns (NaN between evaluations): one CSV header.
+                eval_columns = (
+                    {f"eval_{k}": float("nan") for k in before} if config.eval_every else {}
+                )
+                logger.write(it, {**eval_columns, **_mean_rows(rows)})
+                rows = []
+            if it % config.checkpoint_every == 0 or it == config.iterations:
+                runs.save_checkpoint(path, it, trainer.state_dict(), config.keep_checkpoints)
+    finally:
+        logger.close()
+    after = evaluate()
+    save_model(trainer.policy, tokenizer, path / "model")
+    summary = {
+        "algo": algo,
+        "iterations": config.iterations,
+        "before": before,
+        "after": after,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    runs.write_json(path / "summary.json", summary)
+    return path
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
+
+
+def sample(
+    source: Path, prompts: list[str], n: int, max_new_tokens: int, seed: int
+) -> list[tuple[str, str, float]]:
+    """(prompt, response, task score) for ``n`` samples per prompt from a model directory or a
+    run directory holding model/."""
+    policy, tokenizer = _policy(model_dir(source))
+    torch.manual_seed(seed)
+    repeated = [p for p in prompts for _ in range(n)]
+    texts = generate(policy, tokenizer, repeated, max_new_tokens).texts
+    return [(p, t, task.score(p, t)) for p, t in zip(repeated, texts, strict=True)]

@@ -1,0 +1,144 @@
+"""The RLHF rollout: prompts in, sampled responses out, with the masks that say which tokens
+are actions.
+
+Layout of a batch of B sequences (prompt length P after left padding, T generated tokens)::
+
+    input_ids      [pad pad bos 5 3 7 >][9 1 2 eos pad pad]
+    attention_mask [ 0   0   1  1 1 1 1][1 1 1  1   0   0 ]
+    mask (B, T)                         [1 1 1  1   0   0 ]   tokens up to and including EOS
+
+Token t of a response is the action a_t taken in state s_t = (prompt, y_<t); its log-prob is
+read from the logits at position P - 1 + t. Tokens after the first EOS (padding from
+``generate``, or EOS itself repeated when pad == eos) are not actions: ``mask`` drops them from
+log-probs, KL, values and losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Responses:
+    prompts: list[str]
+    texts: list[str]
+    """Decoded responses, up to (not including) the first EOS, special tokens kept: a policy
+    that slips a BOS or pad token into its answer is judged on what it wrote (hiding them let
+    PPO pad answers with invisible tokens)."""
+    input_ids: torch.Tensor
+    """(B, P + T) prompt and response tokens."""
+    attention_mask: torch.Tensor
+    """(B, P + T) 1 on real tokens: the prompt's and the response's up to its EOS."""
+    prompt_length: int
+    mask: torch.Tensor
+    """(B, T) bool: response tokens that are actions (up to and including the first EOS)."""
+    ended: torch.Tensor
+    """(B,) bool: the response emitted EOS (within ``max_new_tokens``)."""
+    sample_log_probs: torch.Tensor | None = None
+    """(B, T) log-probs of the tokens under the logits ``generate`` sampled them from (KV cache,
+    incremental positions); 0 where ``mask`` is false. A check on ``forward``, not used in
+    training."""
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens per response, EOS included."""
+        return self.mask.sum(-1)
+
+    @property
+    def last(self) -> torch.Tensor:
+        """(B,) index of each response's last real token, where its score is placed."""
+        return (self.lengths - 1).clamp(min=0)
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Left-padded prompt ids, each starting with BOS where the tokenizer has one."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids = [bos + tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    width = max(len(i) for i in ids)
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, width - len(seq) :] = torch.tensor(seq)
+        attention[row, width - len(seq) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention}
+
+
+def response_mask(tokens: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, ended) for generated ``tokens`` (B, T): mask keeps tokens up to and including the
+    first EOS (all T if there is none); ended says whether there was one."""
+    is_eos = tokens == eos_id
+    before = is_eos.long().cumsum(-1) - is_eos.long()  # EOS seen strictly before t
+    return before == 0, is_eos.any(-1)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> Responses:
+    """Sample one response per prompt from pi_theta (temperature 1, no top-k/top-p: the
+    policy's own distribution, so its log-probs are the ones the gradient needs)."""
+    encoded = encode_prompts(tokenizer, prompts)
+    out = model.generate(
+        **encoded,
+        do_sample=True,
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    P = encoded["input_ids"].shape[1]
+    tokens = out.sequences[:, P:]
+    log_pi = F.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
+    sampled = log_pi.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if tokens.shape[1] < max_new_tokens:  # generate stops early once every row has ended
+        missing = max_new_tokens - tokens.shape[1]
+        pad = torch.full((tokens.shape[0], missing), tokenizer.pad_token_id, dtype=tokens.dtype)
+        tokens = torch.cat([tokens, pad], dim=1)
+        sampled = torch.cat([sampled, torch.zeros((tokens.shape[0], missing))], dim=1)
+    mask, ended = response_mask(tokens, tokenizer.eos_token_id)
+    tokens = torch.where(mask, tokens, tokenizer.pad_token_id)
+    texts = [
+        tokenizer.decode(row[: int(n) - int(e)].tolist(), skip_special_tokens=False)
+        for row, n, e in zip(tokens, mask.sum(-1), ended, strict=True)
+    ]
+    return Responses(
+        prompts=list(prompts),
+        texts=texts,
+        input_ids=torch.cat([encoded["input_ids"], tokens], dim=1),
+        attention_mask=torch.cat([encoded["attention_mask"], mask.long()], dim=1),
+        prompt_length=P,
+        mask=mask,
+        ended=ended,
+        sample_log_probs=torch.where(mask, sampled, 0.0),
+    )
+
+
+def forward(model, responses: Responses, hidden: bool = False):
+    """Log-probs log pi(a_t|s_t) and entropies H(pi(.|s_t)) of the response tokens, (B, T)
+    each, from one forward pass; with ``hidden``, also the last hidden states h_t (B, T, H)
+    at the same positions (for a value head)."""
+    ids, attention = responses.input_ids, responses.attention_mask
+    # Positions count real tokens only, so left padding does not shift them.
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids, attention_mask=attention, position_ids=positions, output_hidden_states=hidden
+    )
+    P = responses.prompt_length
+    logits = out.logits[:, P - 1 : -1].float()
+    log_pi = F.log_softmax(logits, dim=-1)
+    actions = ids[:, P:]
+    log_probs = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_pi.exp() * log_pi).sum(-1)
+    if hidden:
+        return log_probs, entropy, out.hidden_states[-1][:, P - 1 : -1]
+    return log_probs, entropy
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is true."""
+    return x[mask].mean()

@@ -1,0 +1,101 @@
+"""Supervised fine-tuning: maximum likelihood of the corpus responses given their prompts,
+
+    L(theta) = -mean over response tokens of log pi_theta(y_t | x, y_<t),
+
+with the EOS token included (the policy must learn to stop) and prompt tokens excluded. It uses
+the same ``sequences.forward`` as the RL losses: SFT is the policy gradient with Psi_t = 1 on
+the demonstrator's actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pgrad.rlhf.sequences import Responses, encode_prompts, forward, masked_mean
+
+
+@dataclass
+class SFTConfig:
+    """Settings of ``pgrad rlhf sft`` (the default task's corpus and model size)."""
+
+    steps: int = 1500
+    """Gradient steps."""
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    corpus_size: int = 20_000
+    """(prompt, response) pairs generated from the task."""
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    seed: int = 0
+    log_every: int = 100
+
+    def check(self) -> None:
+        from pgrad.config import ConfigError
+
+        for key in (
+            "steps",
+            "batch_size",
+            "corpus_size",
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "log_every",
+        ):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})"
+            )
+
+
+def teacher_forced(tokenizer, prompts: list[str], texts: list[str]) -> Responses:
+    """Given responses laid out like ``generate``'s output: prompt, response tokens, EOS, pad."""
+    encoded = encode_prompts(tokenizer, prompts)
+    eos = tokenizer.eos_token_id
+    ids = [[*tokenizer(t, add_special_tokens=False).input_ids, eos] for t in texts]
+    width = max(len(i) for i in ids)
+    tokens = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.bool)
+    for row, seq in enumerate(ids):
+        tokens[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = True
+    return Responses(
+        prompts=list(prompts),
+        texts=list(texts),
+        input_ids=torch.cat([encoded["input_ids"], tokens], dim=1),
+        attention_mask=torch.cat([encoded["attention_mask"], mask.long()], dim=1),
+        prompt_length=encoded["input_ids"].shape[1],
+        mask=mask,
+        ended=torch.ones(len(ids), dtype=torch.bool),
+    )
+
+
+def train(model, tokenizer, corpus: list[tuple[str, str]], config: SFTConfig, log=None) -> float:
+    """Fit ``model`` to ``corpus`` with AdamW; returns the last logged loss (nats per token)."""
+    model.train()  # dropout on for SFT
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    rng = np.random.default_rng(config.seed)
+    running, loss_value = [], float("nan")
+    for step in range(1, config.steps + 1):
+        rows = rng.integers(0, len(corpus), config.batch_size)
+        batch = teacher_forced(tokenizer, *zip(*(corpus[i] for i in rows), strict=True))
+        log_probs, _ = forward(model, batch)
+        loss = -masked_mean(log_probs, batch.mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running.append(loss.item())
+        if step % config.log_every == 0 or step == config.steps:
+            loss_value = float(np.mean(running))
+            running = []
+            if log is not None:
+                log(step, {"loss": loss_value})
+    model.eval()
+    return loss_value
