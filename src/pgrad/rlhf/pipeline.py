@@ -31,11 +31,17 @@ Reward = Callable[[Responses], list[float]]
 
 
 def save_model(model, tokenizer, path: Path) -> None:
-    """``save_pretrained`` into a temporary directory renamed over ``path``: a crash leaves
-    the old model or the new one."""
+    """``save_pretrained`` of ``model`` and ``tokenizer`` into ``path``, atomically."""
+    _atomic_dir(path, lambda tmp: lm.save(model, tokenizer, tmp))
+
+
+def _atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a directory's files into a temporary directory, then rename it over ``path``:
+    a crash leaves the old directory (for an instant renamed ``.NAME.old``) or the new one,
+    never a half-written one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    lm.save(model, tokenizer, tmp)
+    write(tmp)
     old = path.with_name(f".{path.name}.old")
     if path.exists():
         path.rename(old)
@@ -128,6 +134,7 @@ def run_sft(config: sft.SFTConfig, run_dir: Path | None, progress: bool = False)
     finally:
         logger.close()
     save_model(model, tokenizer, path / "model")
+    runs.save_checkpoint(path, config.steps, {"policy": model.state_dict()}, keep=1)
     torch.manual_seed(config.seed)
     prompts = task.prompts(256, EVAL_SEED)
     responses = generate(model, tokenizer, prompts, task.MAX_DIGITS + 2)
@@ -182,7 +189,8 @@ def run_reward(
         model = rm.train(policy, tokenizer, train_pairs, config, log=logger.write)
     finally:
         logger.close()
-    model.save(path / "reward_model", tokenizer)
+    _atomic_dir(path / "reward_model", lambda tmp: model.save(tmp, tokenizer))
+    runs.save_checkpoint(path, config.steps, {"reward_model": model.state_dict()}, keep=1)
     summary = {
         "train_pairs": len(train_pairs),
         "test_pairs": len(test_pairs),
