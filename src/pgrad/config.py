@@ -70,16 +70,16 @@ class Config:
 
     def check(self) -> None:
         """Range checks; raise ``ConfigError`` on the first violation."""
-        _at_least(self, "steps", 1)
-        _at_least(self, "n_envs", 1)
-        _at_least(self, "eval_episodes", 1)
-        _at_least(self, "eval_every", 0)
-        _at_least(self, "log_every", 1)
-        _at_least(self, "checkpoint_every", 1)
-        _at_least(self, "keep_checkpoints", 1)
-        _at_least(self, "threads", 1)
-        _at_least(self, "seed", 0)
-        _at_least(self, "nan_retries", 0)
+        at_least(self, "steps", 1)
+        at_least(self, "n_envs", 1)
+        at_least(self, "eval_episodes", 1)
+        at_least(self, "eval_every", 0)
+        at_least(self, "log_every", 1)
+        at_least(self, "checkpoint_every", 1)
+        at_least(self, "keep_checkpoints", 1)
+        at_least(self, "threads", 1)
+        at_least(self, "seed", 0)
+        at_least(self, "nan_retries", 0)
         if not 0.0 < self.nan_lr_factor < 1.0:
             raise ConfigError(f"nan_lr_factor must be in (0, 1), got {self.nan_lr_factor}")
         if not self.learning_rate > 0:
@@ -94,7 +94,14 @@ class Config:
             raise ConfigError(f"hidden_sizes must be positive, got {list(self.hidden_sizes)}")
 
 
-def _at_least(config: Config, key: str, low: int) -> None:
+def positive(config: Any, key: str) -> None:
+    """ConfigError unless ``config.key > 0``."""
+    if not getattr(config, key) > 0:
+        raise ConfigError(f"{key} must be > 0, got {getattr(config, key)}")
+
+
+def at_least(config: Any, key: str, low: float) -> None:
+    """ConfigError unless ``config.key >= low``."""
     value = getattr(config, key)
     if value < low:
         raise ConfigError(f"{key} must be >= {low}, got {value}")

@@ -21,6 +21,8 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")
 ]
 ConfigOption = Annotated[Path | None, typer.Option(help="YAML file of config keys.")]
+SeedOption = Annotated[int | None, typer.Option(help="Random seed.")]
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 RunDirOption = Annotated[
     Path | None, typer.Option(help="Where to write the run (default: runs/...).")
 ]
@@ -47,11 +49,11 @@ def _layers(config: Path | None, sets: list[str] | None, **explicit: Any) -> lis
 @rlhf.command("sft")
 def sft_command(
     steps: Annotated[int | None, typer.Option(help="Gradient steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    seed: SeedOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     run_dir: RunDirOption = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Build the default tiny GPT-2 and fine-tune it on the synthetic task's corpus."""
     _require_transformers()
@@ -75,11 +77,11 @@ def reward_command(
         Path,
         typer.Option(help="Model directory (or SFT run directory) whose samples are compared."),
     ],
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    seed: SeedOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     run_dir: RunDirOption = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Train a Bradley-Terry reward model on preference pairs judged by the hidden rule."""
     _require_transformers()
@@ -115,11 +117,11 @@ def train_command(
     ] = "bigger",
     beta: Annotated[float | None, typer.Option(help="KL penalty weight.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Batches to train on.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    seed: SeedOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     run_dir: RunDirOption = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Policy-gradient fine-tuning with a per-token KL penalty to the reference model."""
     _require_transformers()

@@ -45,13 +45,11 @@ class RewardConfig:
     log_every: int = 100
 
     def check(self) -> None:
-        from pgrad.config import ConfigError
+        from pgrad.config import at_least, positive
 
         for key in ("pairs", "test_pairs", "steps", "batch_size", "max_new_tokens", "log_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+            at_least(self, key, 1)
+        positive(self, "learning_rate")
 
 
 class RewardModel(nn.Module):

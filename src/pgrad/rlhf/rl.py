@@ -73,32 +73,18 @@ class RLHFConfig:
     seed: int = 0
 
     def check(self) -> None:
-        from pgrad.config import ConfigError
+        from pgrad.config import ConfigError, at_least, positive
 
-        for key in (
-            "iterations",
-            "prompts_per_batch",
-            "samples_per_prompt",
-            "max_new_tokens",
-            "ppo_epochs",
-            "minibatch_size",
-            "eval_prompts",
-            "eval_samples",
-            "log_every",
-            "checkpoint_every",
-            "keep_checkpoints",
-        ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        for key in ("iterations", "prompts_per_batch", "samples_per_prompt", "max_new_tokens",
+                    "ppo_epochs", "minibatch_size", "eval_prompts", "eval_samples", "log_every",
+                    "checkpoint_every", "keep_checkpoints"):  # fmt: skip
+            at_least(self, key, 1)
+        at_least(self, "beta", 0)
+        at_least(self, "eval_every", 0)
+        positive(self, "learning_rate")
         for key in ("baseline_momentum", "gae_lambda"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"{key} must be in [0, 1], got {getattr(self, key)}")
-        if self.eval_every < 0:
-            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
 
 
 ALGO_DEFAULTS: dict[str, dict] = {

@@ -34,7 +34,7 @@ class SFTConfig:
     log_every: int = 100
 
     def check(self) -> None:
-        from pgrad.config import ConfigError
+        from pgrad.config import ConfigError, at_least, positive
 
         for key in (
             "steps",
@@ -45,10 +45,8 @@ class SFTConfig:
             "n_head",
             "log_every",
         ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+            at_least(self, key, 1)
+        positive(self, "learning_rate")
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})"
