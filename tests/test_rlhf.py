@@ -264,6 +264,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         (["train", "rloo", "--beta", "-1"], "beta must be >= 0"),
         (["train", "rloo", "--model", str(tmp_path)], "has no config.json"),
         (["train", "rloo", "--reward", "nosuchmodule:f"], "cannot import"),
+        # Brackets in a message are text, not terminal markup (as in "pip install '.[rlhf]'").
+        (["train", "rloo", "--reward", "no.such[rlhf]:f"], "'no.such[rlhf]'"),
         (["train", "rloo", "--set", "samples_per_prompt=1"], "samples_per_prompt >= 2"),
     ]:
         out = pgrad(*args)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pgrad.errors import PgradError
@@ -302,5 +303,7 @@ def main() -> None:
     try:
         app()
     except PgradError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escape: messages quote user input and extras like '.[ray]', which are not markup.
+        message = f"[red]error:[/] {escape(str(e))}"
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -98,7 +99,7 @@ class MetricsLogger:
     def warn(self, message: str) -> None:
         """A warning: printed (once; the caller dedups), appended to ``warnings.txt``, and
         recorded in TensorBoard as text."""
-        Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False)
+        Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
         with open(self.run_dir / "warnings.txt", "a") as f:
             f.write(message + "\n")
         self.tensorboard.add_text("warnings", message)
