@@ -150,6 +150,8 @@ class Trainer:
         return advantages.token_rewards(batch.scores, kl, mask, self.config.beta), kl
 
     def psi(self, batch: Batch, rewards: torch.Tensor) -> torch.Tensor:
+        """(B, T) Psi_t before any normalisation: G_t - b (REINFORCE), G_t - b_i (RLOO) or
+        GAE(lambda) (PPO); see the module docstring."""
         mask = batch.responses.mask
         if self.algo == "ppo":
             psi = advantages.gae(rewards, batch.values, mask, self.config.gae_lambda)
