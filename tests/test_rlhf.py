@@ -267,10 +267,22 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         # Brackets in a message are text, not terminal markup (as in "pip install '.[rlhf]'").
         (["train", "rloo", "--reward", "no.such[rlhf]:f"], "'no.such[rlhf]'"),
         (["train", "rloo", "--set", "samples_per_prompt=1"], "samples_per_prompt >= 2"),
+        (
+            [
+                "train",
+                "rloo",
+                "--prompts",
+                str(tmp_path / "none.txt"),
+                "--run-dir",
+                str(tmp_path / "never"),
+            ],
+            "cannot read prompts file",
+        ),
     ]:
         out = pgrad(*args)
         assert out.returncode == 2, (args, out.stderr)
         assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "never").exists()  # nothing written for bad input
 
 
 def _gpt2_style_model(path):

@@ -226,7 +226,8 @@ def run_rl(
     """Fine-tune ``model`` (default: a fresh SFT run in RUN_DIR/sft) with ``algo`` against
     ``reward``; writes metrics, checkpoints, model/ and summary.json (eval before and after)."""
     reward_fn = make_reward(reward)
-    loaded = _policy(model) if model is not None else None  # a bad --model fails before mkdir
+    _prompts(prompts, 1, 0)  # a bad prompts file, like a bad --model, fails before mkdir
+    loaded = _policy(model) if model is not None else None
     path = runs.create(run_dir, f"rlhf-{algo}", TASK, config.seed)
     if model is None:
         model = run_sft(sft.SFTConfig(seed=config.seed), path / "sft") / "model"
