@@ -415,3 +415,40 @@ def test_enumerated_response_probabilities_match_sampling(policy):
     # E*[score] - beta KL* by the identity KL* = E*[score]/beta - log Z.
     assert e_ref < result["objective"] < 1.0
     assert result["objective"] == pytest.approx(result["score"] - 0.05 * result["kl"], abs=1e-9)
+
+
+@pytest.mark.parametrize("algo", ["rloo", "ppo"])
+def test_a_crashed_and_resumed_run_logs_what_an_uninterrupted_run_logs(
+    tmp_path, sft_dir, algo, monkeypatch
+):
+    # Checkpoints every 2 iterations, rows every 3: the crash at iteration 5 leaves checkpoint 4
+    # with iteration 4's row still pending (not yet averaged into a logged row).
+    keys = dict(iterations=7, eval_prompts=4, eval_samples=2, eval_every=3, log_every=3,
+                checkpoint_every=2, prompts_per_batch=8)  # fmt: skip
+    full, _ = _run(tmp_path, sft_dir, algo, "full", **keys)
+
+    update, calls = rl.Trainer.update, []
+
+    def crashing(self, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # a crash in the middle of iteration 5
+        return update(self, batch)
+
+    monkeypatch.setattr(rl.Trainer, "update", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, sft_dir, algo, "crashed", **keys)
+    monkeypatch.setattr(rl.Trainer, "update", update)
+    assert runs_module().checkpoints(tmp_path / "crashed")[-1].name == "step-000000000004.pt"
+    pipeline.resume_rl(tmp_path / "crashed")
+    a = (tmp_path / "full" / "metrics.csv").read_text()
+    b = (tmp_path / "crashed" / "metrics.csv").read_text()
+    assert a == b and len(a.splitlines()) == 4  # header + rows at 3, 6, 7
+    resumed = json.loads((tmp_path / "crashed" / "summary.json").read_text())
+    assert resumed["after"] == full["after"] and resumed["before"] == full["before"]
+
+
+def runs_module():
+    from pgrad import runs
+
+    return runs

@@ -68,12 +68,7 @@ def load(path: str | Path):
 
     hf_logging.disable_progress_bar()
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise PgradError(
-            f"model directory {str(path)!r} has no config.json; expected a directory written by "
-            "save_pretrained (a transformers causal LM with its tokenizer)"
-        )
+    path = check_dir(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -86,6 +81,18 @@ def load(path: str | Path):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def check_dir(path: str | Path) -> Path:
+    """``path``, if it looks like a ``save_pretrained`` directory (a cheap check before
+    anything is loaded or written)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise PgradError(
+            f"model directory {str(path)!r} has no config.json; expected a directory written by "
+            "save_pretrained (a transformers causal LM with its tokenizer)"
+        )
+    return path
 
 
 def save(model, tokenizer, path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from pgrad import config as cfg
 from pgrad import runs
@@ -225,13 +226,54 @@ def run_rl(
 ) -> Path:
     """Fine-tune ``model`` (default: a fresh SFT run in RUN_DIR/sft) with ``algo`` against
     ``reward``; writes metrics, checkpoints, model/ and summary.json (eval before and after)."""
-    reward_fn = make_reward(reward)
-    _prompts(prompts, 1, 0)  # a bad prompts file, like a bad --model, fails before mkdir
-    loaded = _policy(model) if model is not None else None
+    make_reward(reward)  # bad input fails before anything is written
+    _prompts(prompts, 1, 0)
+    if model is not None:
+        lm.check_dir(model)
     path = runs.create(run_dir, f"rlhf-{algo}", TASK, config.seed)
     if model is None:
         model = run_sft(sft.SFTConfig(seed=config.seed), path / "sft") / "model"
-    policy, tokenizer = loaded or _policy(model)
+    return _train(algo, config, path, Path(model), reward, prompts, progress)
+
+
+def resume_rl(run_dir: Path, iterations: int | None = None, progress: bool = False) -> Path:
+    """Continue a ``pgrad rlhf train`` run from its last checkpoint (to ``iterations``, if
+    given): the same metrics as a run that was never interrupted (tested)."""
+    path = Path(run_dir)
+    saved = None
+    if (path / "config.yaml").is_file():
+        saved = yaml.safe_load((path / "config.yaml").read_text())
+    if not isinstance(saved, dict) or saved.get("command") != "rlhf train":
+        raise PgradError(f"{str(path)!r} is not a `pgrad rlhf train` run directory")
+    kept = runs.checkpoints(path)
+    if not kept:
+        raise PgradError(f"run {str(path)!r} has no checkpoint to resume from")
+    state = runs.load_checkpoint(kept[-1])
+    fixed = ("command", "algo", "model", "reward", "prompts")
+    keys = {k: v for k, v in saved.items() if k not in fixed}
+    if iterations is not None:
+        keys["iterations"] = iterations
+    config = build_config(saved["algo"], [keys])
+    if config.iterations <= state["step"]:
+        raise PgradError(
+            f"run {str(path)!r} is at iteration {state['step']}; pass --iterations above that"
+        )
+    return _train(saved["algo"], config, path, Path(saved["model"]), saved["reward"],
+                  saved["prompts"], progress, state)  # fmt: skip
+
+
+def _train(
+    algo: str,
+    config: rl.RLHFConfig,
+    path: Path,
+    model: Path,
+    reward: str,
+    prompts: str,
+    progress: bool,
+    state: dict[str, Any] | None = None,
+) -> Path:
+    reward_fn = make_reward(reward)
+    policy, tokenizer = _policy(model)
     runs.write_yaml(
         path / "config.yaml",
         {
@@ -261,11 +303,17 @@ def run_rl(
         )
 
     start = time.perf_counter()
-    before = evaluate()
-    logger = MetricsLogger(path, config.iterations, progress, headline="reward")
     rows: list[dict[str, float]] = []
+    if state is None:
+        first, before = 1, evaluate()
+    else:  # everything the loop carries between iterations
+        trainer.load_state_dict(state)
+        first, before, rows = state["step"] + 1, state["before"], state["pending_rows"]
+        torch.set_rng_state(state["torch_rng"])
+    keep = None if state is None else state["step"]
+    logger = MetricsLogger(path, config.iterations, progress, keep_rows_to=keep, headline="reward")
     try:
-        for it in range(1, config.iterations + 1):
+        for it in range(first, config.iterations + 1):
             batch = trainer.collect(
                 _prompts(prompts, config.prompts_per_batch, config.seed * 1_000_003 + it)
             )
@@ -291,7 +339,9 @@ def run_rl(
                 logger.write(it, {**eval_columns, **_mean_rows(rows)})
                 rows = []
             if it % config.checkpoint_every == 0 or it == config.iterations:
-                runs.save_checkpoint(path, it, trainer.state_dict(), config.keep_checkpoints)
+                extra = {"before": before, "pending_rows": rows, "torch_rng": torch.get_rng_state()}
+                runs.save_checkpoint(path, it, {**trainer.state_dict(), **extra},
+                                     config.keep_checkpoints)  # fmt: skip
     finally:
         logger.close()
     after = evaluate()

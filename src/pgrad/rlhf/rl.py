@@ -256,6 +256,13 @@ class Trainer:
             "explained_variance": losses.explained_variance(v, t),
         }
 
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
+
     def state_dict(self) -> dict:
         state = {
             "policy": self.policy.state_dict(),
