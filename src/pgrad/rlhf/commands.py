@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 
 from pgrad.errors import PgradError
@@ -122,17 +123,34 @@ def train_command(
     set_: SetOption = None,
     run_dir: RunDirOption = None,
     progress: ProgressOption = True,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue this run from its last checkpoint (--iterations may extend it)."
+        ),
+    ] = None,
 ) -> None:
     """Policy-gradient fine-tuning with a per-token KL penalty to the reference model."""
     _require_transformers()
     from pgrad.rlhf import pipeline
 
+    if resume is not None:
+        given = [model, beta, seed, config, set_, run_dir]
+        if any(v for v in given) or reward != "task" or prompts != pipeline.TASK:
+            raise PgradError("--resume continues a run as configured; it takes only --iterations")
+        path = pipeline.resume_rl(resume, iterations, progress)
+        saved = yaml.safe_load((path / "config.yaml").read_text())
+        _report(json.loads((path / "summary.json").read_text()), saved["reward"], path)
+        return
     layers = _layers(config, set_, beta=beta, iterations=iterations, seed=seed)
     settings = pipeline.build_config(algo, layers)
     source = pipeline.model_dir(model) if model is not None else None
     path = pipeline.run_rl(algo, settings, run_dir, source, reward, prompts, progress)
-    summary = json.loads((path / "summary.json").read_text())
-    before, after = summary["before"], summary["after"]
+    _report(json.loads((path / "summary.json").read_text()), reward, path)
+
+
+def _report(summary: dict, reward: str, path: Path) -> None:
+    before, after, algo = summary["before"], summary["after"], summary["algo"]
     console.print(
         f"[bold]{algo}[/]: reward {before['reward']:.3f} -> [bold green]{after['reward']:.3f}[/], "
         f"KL to reference {after['kl']:.2f} nats, diversity {before['diversity']:.2f} -> "
