@@ -17,7 +17,7 @@ import math
 import torch
 
 from pgrad.rlhf import task
-from pgrad.rlhf.sequences import forward
+from pgrad.rlhf.sequences import forward, masked_sum
 from pgrad.rlhf.sft import teacher_forced
 
 
@@ -29,7 +29,7 @@ def sequence_log_probs(model, tokenizer, prompt: str, texts: list[str], batch: i
         part = texts[start : start + batch]
         responses = teacher_forced(tokenizer, [prompt] * len(part), part)
         log_probs, _ = forward(model, responses)
-        out.append(torch.where(responses.mask, log_probs, 0.0).sum(-1).double())
+        out.append(masked_sum(log_probs, responses.mask).double())
     return torch.cat(out)
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,26 @@ def make_reward(spec: str) -> Reward:
     return lambda r: [float(fn(p, t)) for p, t in zip(r.prompts, r.texts, strict=True)]
 
 
-def _prompts(spec: str, n: int, seed: int) -> list[str]:
+Prompts = Callable[[int, int], list[str]]
+
+
+def prompt_source(spec: str) -> Prompts:
+    """``draw(n, seed)``: n prompts from the default task, or drawn (with replacement) from a
+    text file of one prompt per line, read once here."""
     if spec == TASK:
-        return task.prompts(n, seed)
+        return task.prompts
     try:
         lines = [line.rstrip("\n") for line in Path(spec).read_text().splitlines() if line.strip()]
     except OSError as e:
         raise PgradError(f"cannot read prompts file {spec!r}: {e.strerror}") from None
     if not lines:
         raise PgradError(f"prompts file {spec!r} has no prompts")
-    rng = torch.Generator().manual_seed(seed)
-    return [lines[i] for i in torch.randint(len(lines), (n,), generator=rng).tolist()]
+
+    def draw(n: int, seed: int) -> list[str]:
+        rng = torch.Generator().manual_seed(seed)
+        return [lines[i] for i in torch.randint(len(lines), (n,), generator=rng).tolist()]
+
+    return draw
 
 
 def model_dir(path: Path) -> Path:
@@ -215,6 +225,21 @@ def build_config(algo: str, layers: list[dict[str, Any]]) -> rl.RLHFConfig:
     return config
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Where rewards and prompts come from: each spec as given, and what it was made into
+    (made once: a reward model is loaded, a prompts file read, before any run starts)."""
+
+    reward: str
+    reward_fn: Reward
+    prompts: str
+    draw: Prompts
+
+    @classmethod
+    def of(cls, reward: str, prompts: str) -> Sources:
+        return cls(reward, make_reward(reward), prompts, prompt_source(prompts))
+
+
 def run_rl(
     algo: str,
     config: rl.RLHFConfig,
@@ -226,14 +251,14 @@ def run_rl(
 ) -> Path:
     """Fine-tune ``model`` (default: a fresh SFT run in RUN_DIR/sft) with ``algo`` against
     ``reward``; writes metrics, checkpoints, model/ and summary.json (eval before and after)."""
-    make_reward(reward)  # bad input fails before anything is written
-    _prompts(prompts, 1, 0)
+    # Bad input fails before anything is written.
+    sources = Sources.of(reward, prompts)
     if model is not None:
         lm.check_dir(model)
     path = runs.create(run_dir, f"rlhf-{algo}", TASK, config.seed)
     if model is None:
         model = run_sft(sft.SFTConfig(seed=config.seed), path / "sft") / "model"
-    return _train(algo, config, path, Path(model), reward, prompts, progress)
+    return _train(algo, config, path, Path(model), sources, progress)
 
 
 def resume_rl(run_dir: Path, iterations: int | None = None, progress: bool = False) -> Path:
@@ -258,8 +283,8 @@ def resume_rl(run_dir: Path, iterations: int | None = None, progress: bool = Fal
         raise PgradError(
             f"run {str(path)!r} is at iteration {state['step']}; pass --iterations above that"
         )
-    return _train(saved["algo"], config, path, Path(saved["model"]), saved["reward"],
-                  saved["prompts"], progress, state)  # fmt: skip
+    sources = Sources.of(saved["reward"], saved["prompts"])
+    return _train(saved["algo"], config, path, Path(saved["model"]), sources, progress, state)
 
 
 def _train(
@@ -267,12 +292,11 @@ def _train(
     config: rl.RLHFConfig,
     path: Path,
     model: Path,
-    reward: str,
-    prompts: str,
+    sources: Sources,
     progress: bool,
     state: dict[str, Any] | None = None,
 ) -> Path:
-    reward_fn = make_reward(reward)
+    reward, reward_fn, prompts = sources.reward, sources.reward_fn, sources.prompts
     policy, tokenizer = _policy(model)
     runs.write_yaml(
         path / "config.yaml",
@@ -288,7 +312,7 @@ def _train(
     torch.manual_seed(config.seed)
     trainer = rl.Trainer(algo, policy, tokenizer, reward_fn, config)
     task_score = task.score if prompts == TASK else None
-    eval_prompts = _prompts(prompts, config.eval_prompts, EVAL_SEED)
+    eval_prompts = sources.draw(config.eval_prompts, EVAL_SEED)
 
     def evaluate() -> dict[str, float]:
         return rl.evaluate(
@@ -315,7 +339,7 @@ def _train(
     try:
         for it in range(first, config.iterations + 1):
             batch = trainer.collect(
-                _prompts(prompts, config.prompts_per_batch, config.seed * 1_000_003 + it)
+                sources.draw(config.prompts_per_batch, config.seed * 1_000_003 + it)
             )
             try:
                 stats = trainer.update(batch)

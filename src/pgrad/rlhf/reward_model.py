@@ -14,7 +14,6 @@ Loss (Bradley-Terry): P(y_w > y_l) = sigmoid(r(x, y_w) - r(x, y_l)),
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgrad.rlhf import model as lm
-from pgrad.rlhf.sequences import Responses, generate
-from pgrad.rlhf.sft import teacher_forced
+from pgrad.rlhf.sequences import Responses, generate, run
+from pgrad.rlhf.sft import fit, teacher_forced
 
 
 @dataclass
@@ -60,13 +59,7 @@ class RewardModel(nn.Module):
 
     def forward(self, batch: Responses) -> torch.Tensor:
         """(B,) r(x, y) read at each response's last real token."""
-        positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.backbone(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=positions,
-            output_hidden_states=True,
-        )
+        out = run(self.backbone, batch, hidden=True)
         last = batch.prompt_length + batch.last
         hidden = out.hidden_states[-1][torch.arange(len(last)), last]
         return self.head(hidden).squeeze(-1)
@@ -119,23 +112,11 @@ def accuracy(model: RewardModel, tokenizer, pairs) -> float:
 def train(policy, tokenizer, train_pairs, config: RewardConfig, log=None) -> RewardModel:
     """A reward model initialised from ``policy``'s weights, fitted to ``train_pairs``."""
     model = RewardModel(copy.deepcopy(policy))
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    rng = np.random.default_rng(config.seed)
-    running = []
-    for step in range(1, config.steps + 1):
-        rows = rng.integers(0, len(train_pairs), config.batch_size)
+
+    def loss(rows: np.ndarray) -> torch.Tensor:
         chosen, rejected = _batch(tokenizer, [train_pairs[i] for i in rows])
-        loss = bradley_terry_loss(model(chosen), model(rejected))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running.append(loss.item())
-        if log is not None and (step % config.log_every == 0 or step == config.steps):
-            log(step, {"loss": float(np.mean(running))})
-            running = []
+        return bradley_terry_loss(model(chosen), model(rejected))
+
+    model.train()
+    fit(model, loss, len(train_pairs), config, log)
     return model.eval()
-
-
-def write_info(path: Path, info: dict) -> None:
-    (path / "reward_model.json").write_text(json.dumps(info, indent=2) + "\n")

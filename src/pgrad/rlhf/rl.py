@@ -24,11 +24,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from pgrad import losses
+from pgrad import losses, returns
 from pgrad.errors import PgradError
 from pgrad.rlhf import advantages
 from pgrad.rlhf.model import ValueHead, hidden_size
-from pgrad.rlhf.sequences import Responses, forward, generate, masked_mean
+from pgrad.rlhf.sequences import Responses, forward, generate, masked_mean, masked_sum
 
 ALGOS = ("reinforce", "rloo", "ppo")
 
@@ -143,9 +143,10 @@ class Trainer:
 
     # --- Psi_t ---------------------------------------------------------------------------
 
-    def rewards(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-token rewards, per-token KL estimates) of the batch."""
-        kl = losses.kl_estimate(batch.log_probs - batch.ref_log_probs, self.config.kl_estimator)
+    def rewards(self, batch: Batch, log_ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-token rewards, per-token KL estimates) of the batch, from
+        log_ratio = log pi_old - log pi_ref."""
+        kl = losses.kl_estimate(log_ratio, self.config.kl_estimator)
         mask = batch.responses.mask
         return advantages.token_rewards(batch.scores, kl, mask, self.config.beta), kl
 
@@ -186,13 +187,14 @@ class Trainer:
         self.optimizer.step()
 
     def update(self, batch: Batch) -> dict[str, float]:
-        rewards, kl = self.rewards(batch)
         mask = batch.responses.mask
+        log_ratio = batch.log_probs - batch.ref_log_probs
+        rewards, kl = self.rewards(batch, log_ratio)
         raw = self.psi(batch, rewards)
         psi = raw
-        if self.config.normalize_advantage:
-            normalized = (raw - raw[mask].mean()) / (raw[mask].std(correction=0) + 1e-8)
-            psi = torch.where(mask, normalized, 0.0)
+        if self.config.normalize_advantage:  # over the batch's response tokens
+            psi = torch.zeros_like(raw)
+            psi[mask] = returns.normalize(raw[mask])
         if self.algo != "ppo":
             log_probs, _ = forward(self.policy, batch.responses)
             loss = losses.policy_gradient_loss(log_probs[mask], psi[mask])
@@ -201,16 +203,12 @@ class Trainer:
         else:
             # Value targets V + A from the un-normalised GAE (lambda-returns).
             stats = self._ppo(batch, psi, raw + batch.values)
-        seq_kl = torch.where(mask, batch.log_probs - batch.ref_log_probs, 0.0).sum(-1)
-        k3 = torch.where(mask, losses.kl_estimate(batch.log_probs - batch.ref_log_probs, "k3"), 0.0)
         texts = batch.responses.texts
         return {
             "reward": float(batch.scores.mean()),
-            "kl": float(seq_kl.mean()),
-            "kl_k3": float(k3.sum(-1).mean()),
-            "objective": float(
-                (batch.scores - self.config.beta * torch.where(mask, kl, 0.0).sum(-1)).mean()
-            ),
+            "kl": float(masked_sum(log_ratio, mask).mean()),
+            "kl_k3": float(masked_sum(losses.kl_estimate(log_ratio, "k3"), mask).mean()),
+            "objective": float((batch.scores - self.config.beta * masked_sum(kl, mask)).mean()),
             "length": float(batch.responses.lengths.float().mean()),
             "entropy": float(masked_mean(batch.entropy, mask)),
             "no_eos": float((~batch.responses.ended).float().mean()),
@@ -309,7 +307,7 @@ def evaluate(
     groups = [texts[i : i + samples] for i in range(0, len(texts), samples)]
     out = {
         "reward": float(np.mean(reward(responses))),
-        "kl": float(torch.where(mask, log_probs - ref, 0.0).sum(-1).mean()),
+        "kl": float(masked_sum(log_probs - ref, mask).mean()),
         "length": float(responses.lengths.float().mean()),
         "no_eos": float((~responses.ended).float().mean()),
         "diversity": float(np.mean([len(set(g)) / samples for g in groups])),

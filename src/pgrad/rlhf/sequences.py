@@ -118,16 +118,21 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> Respo
     )
 
 
+def run(model, responses: Responses, hidden: bool = False):
+    """The model's output on the batch, with position ids that count real tokens only, so
+    left padding does not shift them."""
+    attention = responses.attention_mask
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=responses.input_ids, attention_mask=attention, position_ids=positions,
+                 output_hidden_states=hidden)  # fmt: skip
+
+
 def forward(model, responses: Responses, hidden: bool = False):
     """Log-probs log pi(a_t|s_t) and entropies H(pi(.|s_t)) of the response tokens, (B, T)
     each, from one forward pass; with ``hidden``, also the last hidden states h_t (B, T, H)
     at the same positions (for a value head)."""
-    ids, attention = responses.input_ids, responses.attention_mask
-    # Positions count real tokens only, so left padding does not shift them.
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=ids, attention_mask=attention, position_ids=positions, output_hidden_states=hidden
-    )
+    ids = responses.input_ids
+    out = run(model, responses, hidden)
     P = responses.prompt_length
     logits = out.logits[:, P - 1 : -1].float()
     log_pi = F.log_softmax(logits, dim=-1)
@@ -137,6 +142,11 @@ def forward(model, responses: Responses, hidden: bool = False):
     if hidden:
         return log_probs, entropy, out.hidden_states[-1][:, P - 1 : -1]
     return log_probs, entropy
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) per-sequence sums of ``x`` (B, T) over the positions where ``mask`` is true."""
+    return torch.where(mask, x, 0.0).sum(-1)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ the demonstrator's actions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,24 +77,35 @@ def teacher_forced(tokenizer, prompts: list[str], texts: list[str]) -> Responses
 
 
 def train(model, tokenizer, corpus: list[tuple[str, str]], config: SFTConfig, log=None) -> float:
-    """Fit ``model`` to ``corpus`` with AdamW; returns the last logged loss (nats per token)."""
-    model.train()  # dropout on for SFT
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    rng = np.random.default_rng(config.seed)
-    running, loss_value = [], float("nan")
-    for step in range(1, config.steps + 1):
-        rows = rng.integers(0, len(corpus), config.batch_size)
+    """Fit ``model`` to ``corpus``; returns the last logged loss (nats per token)."""
+
+    def loss(rows: np.ndarray) -> torch.Tensor:
         batch = teacher_forced(tokenizer, *zip(*(corpus[i] for i in rows), strict=True))
         log_probs, _ = forward(model, batch)
-        loss = -masked_mean(log_probs, batch.mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running.append(loss.item())
-        if step % config.log_every == 0 or step == config.steps:
-            loss_value = float(np.mean(running))
-            running = []
-            if log is not None:
-                log(step, {"loss": loss_value})
+        return -masked_mean(log_probs, batch.mask)
+
+    model.train()  # dropout on for SFT
+    last = fit(model, loss, len(corpus), config, log)
     model.eval()
-    return loss_value
+    return last
+
+
+def fit(model, loss: Callable[[np.ndarray], torch.Tensor], n: int, config, log=None) -> float:
+    """AdamW for ``config.steps`` steps, each on ``loss(rows)`` of ``config.batch_size`` example
+    indices drawn with replacement from ``range(n)`` (seeded by ``config.seed``). Every
+    ``config.log_every`` steps and at the end, ``log(step, {"loss": mean since the last})``;
+    returns the last such mean. Shared by SFT and the reward model."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+    rng = np.random.default_rng(config.seed)
+    running, last = [], float("nan")
+    for step in range(1, config.steps + 1):
+        value = loss(rng.integers(0, n, config.batch_size))
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        running.append(value.item())
+        if step % config.log_every == 0 or step == config.steps:
+            last, running = float(np.mean(running)), []
+            if log is not None:
+                log(step, {"loss": last})
+    return last
