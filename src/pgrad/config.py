@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -195,6 +196,14 @@ def read_file(path: str | Path) -> dict[str, Any]:
             f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}"
         )
     return data
+
+
+def user_layers(
+    file: str | Path | dict[str, Any] | None, sets: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The user's layers, lowest precedence first: ``--config FILE`` (or a dict), then ``--set``."""
+    layers = [] if file is None else [file if isinstance(file, dict) else read_file(file)]
+    return [*layers, dict(parse_set(item) for item in sets)]
 
 
 def shipped_table(algo: str) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ import torch
 
 from pgrad import algos, runs
 from pgrad.agent import EVAL_SEED_OFFSET, evaluate
-from pgrad.config import Config, build, parse_set, read_file, shipped_defaults, to_dict
+from pgrad.config import Config, build, shipped_defaults, to_dict, user_layers
 from pgrad.envs import (
     check_env_id,
     load_normalization_state,
@@ -46,10 +46,7 @@ def resolve(
     """The config of ``algo`` on ``env``: defaults < defaults.yaml < config < sets < kwargs."""
     spec = algos.get(algo)
     check_env_id(env)
-    layers = [spec.preset, shipped_defaults(algo, env)]
-    if config is not None:
-        layers.append(config if isinstance(config, dict) else read_file(config))
-    layers.append(dict(parse_set(item) for item in sets))
+    layers = [spec.preset, shipped_defaults(algo, env), *user_layers(config, sets)]
     layers.append(overrides)
     layers.append({k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None})
     return build(spec.config_cls, layers, algo)

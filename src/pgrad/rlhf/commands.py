@@ -41,10 +41,8 @@ def _require_transformers() -> None:
 def _layers(config: Path | None, sets: list[str] | None, **explicit: Any) -> list[dict[str, Any]]:
     from pgrad import config as cfg
 
-    layers = [cfg.read_file(config)] if config else []
-    layers.append(dict(cfg.parse_set(s) for s in sets or ()))
-    layers.append({k: v for k, v in explicit.items() if v is not None})
-    return layers
+    explicit_layer = {k: v for k, v in explicit.items() if v is not None}
+    return [*cfg.user_layers(config, sets or ()), explicit_layer]
 
 
 @rlhf.command("sft")
