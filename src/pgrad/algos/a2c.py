@@ -22,10 +22,13 @@ from pgrad.algos.common import (
     FlatParameters,
     OnPolicy,
     OnPolicyConfig,
+    actor_critic_loss,
+    check_loss,
     episode_metrics,
     set_learning_rate,
 )
-from pgrad.losses import entropy_bonus, explained_variance, policy_gradient_loss, value_loss
+from pgrad.backprop import ActorCriticBackprop, Coefficients
+from pgrad.losses import explained_variance
 from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize, nstep_returns
 from pgrad.rollout import Batch
@@ -58,6 +61,10 @@ def advantages_and_targets(batch: Batch, config: A2CConfig) -> tuple[torch.Tenso
     return advantages, advantages + batch.values
 
 
+def coefficients(config: A2CConfig) -> Coefficients:
+    return Coefficients(value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+
+
 def loss(
     model: ActorCritic,
     config: A2CConfig,
@@ -66,34 +73,38 @@ def loss(
     advantages: torch.Tensor,
     targets: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The A2C loss of ``model`` on a set of transitions, and its parts (A3C's too)."""
-    dist, values = model(obs)
+    """The A2C loss of ``model`` on a set of transitions (autograd), and its parts (A3C's too)."""
     if config.normalize_advantage:
         advantages = normalize(advantages)
-    parts = {
-        "policy_loss": policy_gradient_loss(dist.log_prob(actions), advantages),
-        "value_loss": value_loss(values, targets),
-        "entropy": entropy_bonus(dist.entropy()),
-    }
-    total = (
-        parts["policy_loss"]
-        + config.value_coef * parts["value_loss"]
-        - config.entropy_coef * parts["entropy"]
+    total, parts, _ = actor_critic_loss(
+        model, obs, actions, advantages, targets, coefficients(config)
     )
     return total, parts
 
 
 def gradient(
-    model: ActorCritic, flat: FlatParameters, config: A2CConfig, batch: Batch
+    model: ActorCritic,
+    flat: FlatParameters,
+    config: A2CConfig,
+    batch: Batch,
+    backprop: ActorCriticBackprop | None = None,
 ) -> dict[str, float]:
     """A2C's clipped loss gradient on ``batch`` (with at least one valid step), left in
-    ``flat.param.grad`` for an optimizer to apply (here, or in A3C's shared model); its metrics."""
+    ``flat.param.grad`` for an optimizer to apply (here, or in A3C's shared model); its metrics.
+    ``backprop`` (for ``model`` and ``flat``): computed by hand instead of by autograd."""
     advantages, targets = advantages_and_targets(batch, config)
     obs, actions, advantages, targets, values = batch.valid(
         batch.obs, batch.actions, advantages, targets, batch.values
     )
-    total, parts = loss(model, config, obs, actions, advantages, targets)
-    grad_norm = flat.gradient(total, config.max_grad_norm, parts)
+    if backprop is None:
+        total, parts = loss(model, config, obs, actions, advantages, targets)
+        grad_norm = flat.gradient(total, config.max_grad_norm, parts)
+    else:
+        if config.normalize_advantage:
+            advantages = normalize(advantages)
+        total, parts, _ = backprop(obs, actions, advantages, targets, coefficients(config))
+        check_loss(total, parts)
+        grad_norm = flat.checked_clip(config.max_grad_norm)
     return {
         **{k: v.item() for k, v in parts.items()},
         "explained_variance": explained_variance(values, targets),
@@ -124,7 +135,7 @@ class A2C(OnPolicy):
         metrics.update(dict.fromkeys(LOSS_METRICS, float("nan")))
         if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
             return metrics
-        metrics.update(gradient(self.model, self.flat, cfg, batch))
+        metrics.update(gradient(self.model, self.flat, cfg, batch, self.backprop))
         self.optimizer.step()
         self.steps += batch.steps
         return metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import gymnasium as gym
@@ -11,9 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from pgrad.backprop import ActorCriticBackprop, Coefficients
 from pgrad.config import Config, ConfigError
 from pgrad.envs import spaces, vec_env_id
 from pgrad.errors import NonFiniteError
+from pgrad.losses import clipped_surrogate_loss, entropy_bonus, policy_gradient_loss, value_loss
 from pgrad.policies import ActorCritic, Policy, make_policy
 from pgrad.rollout import Batch, Rollout
 
@@ -159,6 +162,11 @@ class FlatParameters:
         check_loss(loss, parts)
         self.zero_grad()
         loss.backward()
+        return self.checked_clip(max_grad_norm)
+
+    def checked_clip(self, max_grad_norm: float | None) -> torch.Tensor:
+        """``clip_grad_norm`` of the gradient in the buffer, raising ``NonFiniteError`` if it is
+        not finite."""
         grad_norm = self.clip_grad_norm(max_grad_norm)
         check_grad_norm(grad_norm)
         return grad_norm
@@ -196,6 +204,10 @@ class OnPolicyConfig(PolicyConfig):
     """Rollout workers (Ray actors, or A3C's processes), each with ``n_envs`` envs."""
     ray_address: str | None = None
     """Ray cluster to join (``ray start --head`` prints it); None starts a local Ray instance."""
+    analytic_gradients: bool = True
+    """Compute the loss gradient by the hand-written backpropagation of ``pgrad.backprop`` where
+    the model allows it (same math as autograd, ~2x fewer microseconds per step on small MLPs);
+    false: always autograd."""
 
     def check(self) -> None:
         super().check()
@@ -261,6 +273,38 @@ def build_actor_critic(
     return build_model(config, observation_space, action_space, critic=True)
 
 
+def actor_critic_loss(
+    model: ActorCritic,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    targets: torch.Tensor,
+    coefs: Coefficients,
+    old_log_probs: torch.Tensor | None = None,
+    old_values: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """(L, its parts, log pi(a_t|s_t) detached) by autograd, with
+
+        L = L_pi + value_coef * value_loss - entropy_coef * mean_t H(pi(.|s_t)),
+
+    L_pi = ``policy_gradient_loss``, or ``clipped_surrogate_loss`` with ``coefs.clip_range``."""
+    dist, values = model(obs)
+    log_probs = dist.log_prob(actions)
+    if coefs.clip_range is None:
+        policy_loss = policy_gradient_loss(log_probs, advantages)
+    else:
+        policy_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, coefs.clip_range)
+    parts = {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss(values, targets, old_values, coefs.clip_range_vf),
+        "entropy": entropy_bonus(dist.entropy()),
+    }
+    total = (
+        policy_loss + coefs.value_coef * parts["value_loss"] - coefs.entropy_coef * parts["entropy"]
+    )
+    return total, parts, log_probs.detach()
+
+
 class OnPolicy:
     """What A2C and PPO set up alike: an actor-critic, its optimizer, a fixed-length rollout."""
 
@@ -270,6 +314,9 @@ class OnPolicy:
         lr, eps = config.learning_rate, config.adam_eps
         self.flat = FlatParameters(self.model)
         self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
+        self.backprop = None
+        if config.analytic_gradients:
+            self.backprop = ActorCriticBackprop.of(self.model, self.flat.params, self.flat.grads)
         self.rollout: Rollout | RayRollout
         if config.backend == "ray":
             from pgrad.distributed.ray_backend import RayRollout
@@ -290,6 +337,33 @@ class OnPolicy:
 
     def update(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
+
+    def minibatch_loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        advantages: torch.Tensor,
+        targets: torch.Tensor,
+        coefs: Coefficients,
+        old_log_probs: torch.Tensor | None = None,
+        old_values: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``actor_critic_loss`` of the model; with ``self.backprop`` its gradient is computed
+        alongside (L is then detached), else L is autograd's, for ``minibatch_gradient``."""
+        loss = self.backprop or partial(actor_critic_loss, self.model)
+        return loss(obs, actions, advantages, targets, coefs, old_log_probs, old_values)
+
+    def minibatch_gradient(
+        self, total: torch.Tensor, parts: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The clipped gradient of ``minibatch_loss``'s L in the flat buffer; its norm before
+        clipping.
+        A non-finite loss or gradient raises ``NonFiniteError``."""
+        max_grad_norm = self.config.max_grad_norm
+        if self.backprop is None:
+            return self.flat.gradient(total, max_grad_norm, parts)
+        check_loss(total, parts)
+        return self.flat.checked_clip(max_grad_norm)
 
     def close(self) -> None:
         self.rollout.close()

@@ -15,6 +15,7 @@ explained variance, entropy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,14 +26,9 @@ from pgrad.algos.common import (
     episode_metrics,
     set_learning_rate,
 )
+from pgrad.backprop import Coefficients
 from pgrad.config import ConfigError
-from pgrad.losses import (
-    approx_kl,
-    clipped_surrogate_loss,
-    entropy_bonus,
-    explained_variance,
-    value_loss,
-)
+from pgrad.losses import approx_kl, explained_variance
 from pgrad.returns import gae, normalize
 from pgrad.rollout import Batch
 
@@ -67,6 +63,29 @@ class PPOConfig(OnPolicyConfig):
             raise ConfigError(f"target_kl must be > 0 or null, got {self.target_kl}")
 
 
+def _minibatches(
+    obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, config: PPOConfig
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``n_epochs`` of shuffled minibatches: (obs, actions, old log-probs, advantages (normalised
+    per minibatch if asked), targets, old values), the last four stacked in ``rows``."""
+    n = len(obs)
+    if config.batch_size >= n:  # the whole batch every epoch: no shuffle, one normalisation
+        whole = (obs, actions, *_normalized(rows, config))
+        for _ in range(config.n_epochs):
+            yield whole
+        return
+    for _ in range(config.n_epochs):
+        for idx in torch.randperm(n).split(config.batch_size):
+            yield (obs[idx], actions[idx], *_normalized(rows[:, idx], config))
+
+
+def _normalized(rows: torch.Tensor, config: PPOConfig) -> list[torch.Tensor]:
+    old_log_probs, advantages, targets, old_values = rows.unbind(0)
+    if config.normalize_advantage:
+        advantages = normalize(advantages)
+    return [old_log_probs, advantages, targets, old_values]
+
+
 class PPO(OnPolicy):
     config: PPOConfig
 
@@ -82,37 +101,27 @@ class PPO(OnPolicy):
         obs, actions, old_log_probs, advantages, targets, old_values = batch.valid(
             batch.obs, batch.actions, batch.log_probs, advantages, targets, batch.values
         )
+        coefs = Coefficients(cfg.value_coef, cfg.entropy_coef, cfg.clip_range, cfg.clip_range_vf)
         # One gather per minibatch for the per-transition floats.
-        columns = torch.stack([old_log_probs, advantages, targets, old_values], 1)
+        rows = torch.stack([old_log_probs, advantages, targets, old_values])
 
-        n = len(obs)
         losses: list[torch.Tensor] = []  # per step: policy, value, entropy, grad norm
         log_ratios: list[torch.Tensor] = []  # per step: log(pi / pi_old) on its minibatch
         stopped_early = False
-        for _ in range(cfg.n_epochs):
-            for idx in torch.randperm(n).split(cfg.batch_size):
-                mb_old_log_probs, adv, mb_targets, mb_old_values = columns[idx].unbind(1)
-                dist, values = self.model(obs[idx])
-                log_probs = dist.log_prob(actions[idx])
-                if cfg.normalize_advantage:
-                    adv = normalize(adv)
-                policy_loss = clipped_surrogate_loss(
-                    log_probs, mb_old_log_probs, adv, cfg.clip_range
-                )
-                critic_loss = value_loss(values, mb_targets, mb_old_values, cfg.clip_range_vf)
-                entropy = entropy_bonus(dist.entropy())
-                log_ratio = log_probs.detach() - mb_old_log_probs
-                if cfg.target_kl is not None and approx_kl(log_ratio) > 1.5 * cfg.target_kl:
-                    stopped_early = True
-                    break
-                loss = policy_loss + cfg.value_coef * critic_loss - cfg.entropy_coef * entropy
-                parts = {"policy_loss": policy_loss, "value_loss": critic_loss, "entropy": entropy}
-                grad_norm = self.flat.gradient_step(self.optimizer, loss, cfg.max_grad_norm, parts)
-                with torch.no_grad():
-                    losses.append(torch.stack([policy_loss, critic_loss, entropy, grad_norm]))
-                log_ratios.append(log_ratio)
-            if stopped_early:
+        for minibatch in _minibatches(obs, actions, rows, cfg):
+            mb_obs, mb_actions, mb_old_log_probs, adv, mb_targets, mb_old_values = minibatch
+            total, parts, log_probs = self.minibatch_loss(
+                mb_obs, mb_actions, adv, mb_targets, coefs, mb_old_log_probs, mb_old_values
+            )
+            log_ratio = log_probs - mb_old_log_probs
+            if cfg.target_kl is not None and approx_kl(log_ratio) > 1.5 * cfg.target_kl:
+                stopped_early = True
                 break
+            grad_norm = self.minibatch_gradient(total, parts)
+            self.optimizer.step()
+            with torch.no_grad():
+                losses.append(torch.stack([*(parts[k] for k in METRICS[:3]), grad_norm]))
+            log_ratios.append(log_ratio)
         metrics = dict.fromkeys(METRICS, float("nan"))
         if losses:
             means = torch.stack(losses).mean(0).tolist()
