@@ -142,6 +142,9 @@ def gae(
     return _tensor(advantages, rewards)
 
 
-def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean(x)) / (std(x) + eps), with the population standard deviation."""
-    return (x - x.mean()) / (x.std(correction=0) + eps)
+def normalize(x: torch.Tensor, eps: float = 1e-8, dim: int | None = None) -> torch.Tensor:
+    """(x - mean(x)) / (std(x) + eps), with the population standard deviation; over ``dim``
+    only (each slice on its own) if given."""
+    if dim is None:
+        return (x - x.mean()) / (x.std(correction=0) + eps)
+    return (x - x.mean(dim, keepdim=True)) / (x.std(dim, correction=0, keepdim=True) + eps)

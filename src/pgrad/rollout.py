@@ -53,9 +53,14 @@ class Batch:
     def valid(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         """Each (T, N, ...) tensor's entries where ``mask`` holds, as (steps, ...), in (t, i)
         order. (When every step is valid, a reshape instead of a masked copy.)"""
+        flat = [x.reshape(-1, *x.shape[2:]) for x in tensors]
         if self.steps == self.mask.numel():
-            return [x.reshape(-1, *x.shape[2:]) for x in tensors]
-        return [x[self.mask] for x in tensors]
+            return flat
+        return [x.index_select(0, self._valid_index) for x in flat]
+
+    @cached_property
+    def _valid_index(self) -> torch.Tensor:
+        return self.mask.reshape(-1).nonzero().squeeze(1)
 
 
 class _Storage:

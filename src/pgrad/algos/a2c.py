@@ -23,8 +23,8 @@ from pgrad.algos.common import (
     OnPolicy,
     OnPolicyConfig,
     actor_critic_loss,
-    check_loss,
     episode_metrics,
+    optimizer_step,
     set_learning_rate,
 )
 from pgrad.backprop import ActorCriticBackprop, Coefficients
@@ -103,8 +103,7 @@ def gradient(
         if config.normalize_advantage:
             advantages = normalize(advantages)
         total, parts, _ = backprop(obs, actions, advantages, targets, coefficients(config))
-        check_loss(total, parts)
-        grad_norm = flat.checked_clip(config.max_grad_norm)
+        grad_norm = flat.clip_computed(total, config.max_grad_norm, parts)
     return {
         **{k: v.item() for k, v in parts.items()},
         "explained_variance": explained_variance(values, targets),
@@ -136,6 +135,6 @@ class A2C(OnPolicy):
         if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
             return metrics
         metrics.update(gradient(self.model, self.flat, cfg, batch, self.backprop))
-        self.optimizer.step()
+        optimizer_step(self.optimizer)
         self.steps += batch.steps
         return metrics

@@ -24,6 +24,7 @@ from pgrad.algos.common import (
     OnPolicy,
     OnPolicyConfig,
     episode_metrics,
+    optimizer_step,
     set_learning_rate,
 )
 from pgrad.backprop import Coefficients
@@ -67,22 +68,34 @@ def _minibatches(
     obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, config: PPOConfig
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """``n_epochs`` of shuffled minibatches: (obs, actions, old log-probs, advantages (normalised
-    per minibatch if asked), targets, old values), the last four stacked in ``rows``."""
-    n = len(obs)
-    if config.batch_size >= n:  # the whole batch every epoch: no shuffle, one normalisation
-        whole = (obs, actions, *_normalized(rows, config))
+    per minibatch if asked), targets, old values), the last four stacked in ``rows``.
+
+    Each epoch gathers the whole batch in one shuffled order and slices it, rather than
+    gathering every minibatch; with one minibatch per epoch there is nothing to shuffle."""
+    n, size = len(obs), config.batch_size
+    if size >= n:
+        whole = (obs, actions, *_normalized(rows, n, config))
         for _ in range(config.n_epochs):
             yield whole
         return
     for _ in range(config.n_epochs):
-        for idx in torch.randperm(n).split(config.batch_size):
-            yield (obs[idx], actions[idx], *_normalized(rows[:, idx], config))
+        perm = torch.randperm(n)
+        epoch = obs[perm], actions[perm], _normalized(rows[:, perm], size, config)
+        for start in range(0, n, size):
+            part = slice(start, start + size)
+            yield (epoch[0][part], epoch[1][part], *(row[part] for row in epoch[2]))
 
 
-def _normalized(rows: torch.Tensor, config: PPOConfig) -> list[torch.Tensor]:
+def _normalized(rows: torch.Tensor, size: int, config: PPOConfig) -> list[torch.Tensor]:
+    """The four rows, with the advantages normalised over each run of ``size`` columns (the
+    minibatches; the last may be shorter) if the config asks for it."""
     old_log_probs, advantages, targets, old_values = rows.unbind(0)
     if config.normalize_advantage:
-        advantages = normalize(advantages)
+        n, full = len(advantages), len(advantages) // size * size
+        parts = [normalize(advantages[:full].view(-1, size), dim=1).view(-1)]
+        if full < n:
+            parts.append(normalize(advantages[full:]))
+        advantages = torch.cat(parts) if len(parts) > 1 else parts[0]
     return [old_log_probs, advantages, targets, old_values]
 
 
@@ -118,7 +131,7 @@ class PPO(OnPolicy):
                 stopped_early = True
                 break
             grad_norm = self.minibatch_gradient(total, parts)
-            self.optimizer.step()
+            optimizer_step(self.optimizer)
             with torch.no_grad():
                 losses.append(torch.stack([*(parts[k] for k in METRICS[:3]), grad_norm]))
             log_ratios.append(log_ratio)
