@@ -86,14 +86,33 @@ def test_samples_follow_the_policy_distribution():
     assert np.all(np.abs(freq - probs) < 4 * np.sqrt(probs * (1 - probs) / len(actions)))
 
 
-def test_parameter_updates_show_through_without_rebuilding():
+@pytest.mark.parametrize("shared", [False, True])
+def test_parameter_updates_show_through_after_refresh(shared):
     obs_space, action_space, kwargs = CASES["categorical"]
-    model = _model(obs_space, action_space, dict(kwargs), shared=False)
+    model = _model(obs_space, action_space, dict(kwargs), shared=shared)
     fast = NumpyPolicy.of(model, np.random.default_rng(0))
+    assert (fast.side_by_side is None) == shared  # separate bodies run side by side
     obs = _obs(obs_space, 8)
     with torch.no_grad():
         model.value_head.bias.add_(5.0)
+        fast.refresh()
         assert np.allclose(fast.value(obs), model.value(torch.as_tensor(obs)).numpy(), atol=1e-5)
+
+
+def test_each_rollout_acts_with_the_current_parameters():
+    envs = make_vec_env("CartPole-v1", 4)
+    model = _model(envs.single_observation_space, envs.single_action_space, {}, shared=False)
+    rollout = Rollout(envs, n_steps=16, seed=0)
+    for _ in range(2):
+        batch = rollout.collect(model)
+        with torch.no_grad():
+            dist, values = model(batch.obs.flatten(0, 1))
+            log_probs = dist.log_prob(batch.actions.flatten(0, 1))
+        assert torch.allclose(batch.log_probs.flatten(), log_probs, atol=1e-5)
+        assert torch.allclose(batch.values.flatten(), values, atol=1e-5)
+        with torch.no_grad():  # an update in place, as the optimizer makes it
+            for p in model.parameters():
+                p.add_(0.5 * torch.randn_like(p))
 
 
 def test_unknown_parts_fall_back_to_torch():

@@ -77,6 +77,63 @@ class _Body:
         return x
 
 
+class _SideBySide:
+    """The actor's and the critic's MLPs (same sizes and activation, separate weights) run as
+    one network of twice the width: the first layer's weights side by side, the later ones and
+    the heads block-diagonal. On a handful of observations every NumPy call costs about the same
+    whatever its size, so one network instead of two halves the calls. The block matrices are
+    copies: ``refresh`` after the parameters change."""
+
+    def __init__(self, actor: Policy, critic: ActorCritic, heads: list[nn.Linear]):
+        self.one_hot = actor.encoder.one_hot
+        self.actor_layers = [m for m in actor.body if isinstance(m, nn.Linear)] + [heads]
+        self.critic_layers = [m for m in critic.critic_body if isinstance(m, nn.Linear)]
+        self.critic_layers.append([critic.value_head])
+        self.activation = next(
+            (_ACTIVATIONS[type(m)] for m in actor.body if type(m) in _ACTIVATIONS), None
+        )
+        self.refresh()
+
+    @staticmethod
+    def applies(actor: Policy, model: nn.Module) -> bool:
+        if not isinstance(model, ActorCritic) or model.shared:
+            return False
+        a, c = list(actor.body), list(model.critic_body)
+        same_layers = len(a) == len(c) and all(
+            type(x) is type(y)
+            and (not isinstance(x, nn.Linear) or x.weight.shape == y.weight.shape)
+            for x, y in zip(a, c, strict=True)
+        )
+        return same_layers and actor.encoder.one_hot == model.critic_encoder.one_hot
+
+    def refresh(self) -> None:
+        self.weights: list[tuple[np.ndarray, np.ndarray]] = []
+        for i, (a, c) in enumerate(zip(self.actor_layers, self.critic_layers, strict=True)):
+            a, c = (a if isinstance(a, list) else [a]), (c if isinstance(c, list) else [c])
+            wa = np.concatenate([_array(m.weight).T for m in a], 1)
+            wc = np.concatenate([_array(m.weight).T for m in c], 1)
+            bias = np.concatenate([_array(m.bias) for m in a + c])
+            if i == 0:
+                self.weights.append((np.concatenate([wa, wc], 1), bias))
+                continue
+            w = np.zeros((wa.shape[0] + wc.shape[0], wa.shape[1] + wc.shape[1]), np.float32)
+            w[: wa.shape[0], : wa.shape[1]] = wa
+            w[wa.shape[0] :, wa.shape[1] :] = wc
+            self.weights.append((w, bias))
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the actor's head outputs side by side, V(s))."""
+        if self.one_hot:
+            x = np.eye(self.one_hot, dtype=np.float32)[obs.astype(np.int64)]
+        else:
+            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        for k, (w, bias) in enumerate(self.weights):
+            x = x @ w + bias
+            if k < len(self.weights) - 1 and self.activation is not None:
+                x = self.activation(x)
+        return x[:, :-1], x[:, -1]
+
+
 def _supported(model: nn.Module) -> bool:
     known = (nn.Linear, MLP, ObservationEncoder, Policy, ActorCritic)
     return all(isinstance(m, known) or type(m) in _ACTIVATIONS for m in model.modules())
@@ -114,17 +171,29 @@ class NumpyPolicy:
             self.value_head = _Linear(model.value_head)
             if not model.shared:
                 self.critic_body = _Body(model.critic_encoder, model.critic_body)
-        if isinstance(actor, (CategoricalPolicy, MultiCategoricalPolicy)):
-            self.logits = _Linear(actor.logits)
+        self.discrete = isinstance(actor, (CategoricalPolicy, MultiCategoricalPolicy))
+        if self.discrete:
+            heads = [actor.logits]
             self.nvec = getattr(actor, "nvec", None)
         else:
-            self.mean = _Linear(actor.mean)
+            heads = [actor.mean]
             if actor.std_mode == "parameter":
                 self.log_std = _array(actor.log_std)
             else:
-                self.log_std_head = _Linear(actor.log_std_head)
+                heads.append(actor.log_std_head)
             if actor.squash == "tanh":
                 self.loc, self.scale = _array(actor.loc), _array(actor.scale)
+        self.heads = [_Linear(head) for head in heads]
+        self.head_splits = list(np.cumsum([head.out_features for head in heads])[:-1])
+        self.side_by_side = (
+            _SideBySide(actor, model, heads) if _SideBySide.applies(actor, model) else None
+        )
+
+    def refresh(self) -> None:
+        """Take up changed parameter values (views see them already; the side-by-side copies
+        do not)."""
+        if self.side_by_side is not None:
+            self.side_by_side.refresh()
 
     @staticmethod
     def of(model: nn.Module, rng: np.random.Generator) -> NumpyPolicy | None:
@@ -144,38 +213,42 @@ class NumpyPolicy:
         self, obs: np.ndarray, deterministic: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(actions, log pi(a|s), V(s) or None) for a batch of raw observations."""
-        features = self.body(obs)
-        if isinstance(self.actor, (CategoricalPolicy, MultiCategoricalPolicy)):
-            action, log_prob = self._discrete(features, deterministic)
-        else:
-            action, log_prob = self._gaussian(features, deterministic)
         value = None
-        if self.value_head is not None:
-            critic = features if self.critic_body is None else self.critic_body(obs)
-            value = self.value_head(critic)[:, 0]
-        return action, log_prob, value
+        if self.side_by_side is not None:
+            outputs, value = self.side_by_side(obs)
+            heads = np.split(outputs, self.head_splits, axis=1) if self.head_splits else [outputs]
+        else:
+            features = self.body(obs)
+            heads = [head(features) for head in self.heads]
+            if self.value_head is not None:
+                critic = features if self.critic_body is None else self.critic_body(obs)
+                value = self.value_head(critic)[:, 0]
+        if self.discrete:
+            return (*self._discrete(heads[0], deterministic), value)
+        return (*self._gaussian(heads, deterministic), value)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
+        if self.side_by_side is not None:
+            return self.side_by_side(obs)[1]
         features = self.body(obs) if self.critic_body is None else self.critic_body(obs)
         return self.value_head(features)[:, 0]
 
-    def _discrete(self, features: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
-        logits = self.logits(features)
+    def _discrete(self, logits: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
         if self.nvec is None:
             return _categorical(logits, self.rng, deterministic)
         parts = np.split(logits, np.cumsum(self.nvec)[:-1], axis=-1)
         drawn = [_categorical(part, self.rng, deterministic) for part in parts]
         return np.stack([a for a, _ in drawn], -1), sum(lp for _, lp in drawn)
 
-    def _gaussian(self, features: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
+    def _gaussian(self, heads: list[np.ndarray], deterministic: bool) -> tuple[np.ndarray, ...]:
         """u = mean + std * eps; log N(u) = -eps^2 / 2 - log std - log sqrt(2 pi) per dimension,
         and with tanh squashing a = loc + scale * tanh(u) minus the log-det-Jacobian
         log(scale (1 - tanh(u)^2)) = log scale + 2 (log 2 - u - softplus(-2u))."""
-        mean = self.mean(features)
+        mean = heads[0]
         if hasattr(self, "log_std"):
             log_std = np.broadcast_to(self.log_std, mean.shape)
         else:
-            log_std = np.clip(self.log_std_head(features), LOG_STD_MIN, LOG_STD_MAX)
+            log_std = np.clip(heads[1], LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:
             eps = np.zeros_like(mean)
         else:

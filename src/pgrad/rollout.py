@@ -168,6 +168,8 @@ class _Stepper:
         key = [p.data_ptr() for p in self.params]
         if self.model_key != key:
             self.model_key, self.fast = key, NumpyPolicy.of(model, self.rng)
+        elif self.fast is not None:
+            self.fast.refresh()
 
     def act(
         self, obs: np.ndarray, deterministic: bool
