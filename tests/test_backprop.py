@@ -8,7 +8,7 @@ import torch
 from pgrad.algos.a2c import A2C, A2CConfig
 from pgrad.algos.common import FlatParameters, build_actor_critic
 from pgrad.algos.ppo import PPO, PPOConfig
-from pgrad.backprop import ActorCriticBackprop, Coefficients, tanh_of_half
+from pgrad.backprop import ActorCriticBackprop, Coefficients
 from pgrad.envs import make_vec_env
 from pgrad.losses import clipped_surrogate_loss, entropy_bonus, policy_gradient_loss, value_loss
 
@@ -88,11 +88,6 @@ def test_gradient_and_loss_match_autograd(activation, hidden, space, loss):
     assert manual.abs().sum() > 0
     scale = flat.param.grad.abs().max()
     assert torch.allclose(manual, flat.param.grad, atol=2e-6 * scale, rtol=1e-4)
-
-
-def test_tanh_is_torch_tanh():
-    z = torch.linspace(-20, 20, 100_001)
-    assert torch.allclose(tanh_of_half(2 * z), torch.tanh(z), atol=3e-7)
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,17 @@
 """The on-policy actor-critic loss and its gradient, with backpropagation written out by hand.
 
-A2C and PPO take thousands of gradient steps on small MLPs (64x64 on a few hundred samples). On
-a CPU each step is then ~600 tiny torch ops under autograd (graph recording, ``*Backward``
-nodes, ``AccumulateGrad``, the optimizer's bookkeeping), and the dispatch overhead costs more
-than the arithmetic. For the common models the whole gradient is a few dozen ops when written
-down, so ``ActorCriticBackprop`` computes
+A2C and PPO take thousands of gradient steps on small MLPs (64x64 on a few dozen to a few hundred
+samples). On a CPU each step is then ~600 tiny torch ops under autograd (graph recording,
+``*Backward`` nodes, ``AccumulateGrad``), and the per-op overhead costs more than the
+arithmetic. Written down, the whole gradient is about 75 array ops, so ``ActorCriticBackprop``
+computes
 
     L = L_pi + value_coef * L_V - entropy_coef * mean_t H(pi(.|s_t))
 
-and dL/dtheta for every parameter directly, into the flat gradient buffer that the optimizer
-reads (``FlatParameters``). The losses are ``losses.py``'s: L_pi is ``policy_gradient_loss``
+and dL/dtheta for every parameter directly, in NumPy (an op on a small array costs ~1 us there,
+~3 us in torch) on views of the parameters, into the flat gradient buffer that the optimizer
+reads (``FlatParameters``). Its matrix products go to NumPy's BLAS, limited to the run's thread
+count (``set_threads``). The losses are ``losses.py``'s: L_pi is ``policy_gradient_loss``
 (A2C) or ``clipped_surrogate_loss`` (PPO), L_V is ``value_loss`` (optionally clipped). Tests
 check every gradient against autograd on the same model.
 
@@ -28,92 +30,86 @@ and PPO's min/max with their clipped terms pass gradient only through the unclip
 is the one that counts. The two agree with autograd to float32 rounding (autograd splits exact
 ties between two different values evenly: a measure-zero event).
 
-Supported: ``ActorCritic`` with a separate critic body, ``Box`` or ``Discrete`` observations,
-MLP bodies with tanh or ReLU, a softmax policy or a Gaussian one with a state-independent std and
-no squashing. ``ActorCriticBackprop.of`` returns None for anything else (autograd then).
+Supported: ``ActorCritic`` on the CPU with a separate critic body, ``Box`` or ``Discrete``
+observations, MLP bodies with tanh or ReLU, a softmax policy or a Gaussian one with a
+state-independent std and no squashing. ``ActorCriticBackprop.of`` returns None for anything
+else (autograd then).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
-from pgrad.policies import (
-    LOG_SQRT_2PI,
-    MLP,
-    ActorCritic,
-    CategoricalPolicy,
-    GaussianPolicy,
-)
-
-_ONE, _MINUS_ONE = torch.tensor(1.0), torch.tensor(-1.0)
-
-
-def tanh_of_half(z2: torch.Tensor) -> torch.Tensor:
-    """tanh(z2 / 2) = 2 sigmoid(z2) - 1.
-
-    The same function as ``torch.tanh`` (to float32 rounding), but torch's tanh kernel ran ~5x
-    slower than its sigmoid on this project's CPUs (43 vs 8 us on a 256x64 batch, torch 2.13
-    AVX-512 build); the layer computes z2 = 2 z directly (``addmm``'s alpha and beta)."""
-    return torch.add(_MINUS_ONE, torch.sigmoid(z2), alpha=2.0)
-
+from pgrad.policies import LOG_SQRT_2PI, MLP, ActorCritic, CategoricalPolicy, GaussianPolicy
 
 _ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
+def set_threads(threads: int) -> None:
+    """Run torch's ops and NumPy's BLAS on ``threads`` threads each."""
+    torch.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _ones(n: int, cache: dict[int, np.ndarray] = {}) -> np.ndarray:  # noqa: B006
+    if n not in cache:
+        cache[n] = np.ones(n, dtype=np.float32)
+    return cache[n]
+
+
 class _Network:
-    """An MLP body and a linear head: the forward pass keeps what the backward pass needs."""
+    """An MLP body and a linear head on NumPy views of their parameters and gradient buffers:
+    the forward pass keeps what the backward pass needs."""
 
-    def __init__(self, body: MLP, head: nn.Linear):
-        self.layers: list[tuple[nn.Linear, str | None]] = [
-            (linear, _ACTIVATIONS[type(act)] if act is not None else None)
-            for linear, act in _plan(body)
-        ] + [(head, None)]
+    def __init__(self, body: MLP, head: nn.Linear, grads: dict[nn.Parameter, torch.Tensor]):
+        layers = [[m, None] for m in body if isinstance(m, nn.Linear)] + [[head, None]]
+        activations = [_ACTIVATIONS[type(m)] for m in body if not isinstance(m, nn.Linear)]
+        for layer, activation in zip(layers, activations, strict=False):
+            layer[1] = activation
+        self.layers = [
+            (_array(m.weight), _array(m.bias), activation, _array(grads[m.weight]),
+             _array(grads[m.bias]))
+            for m, activation in layers
+        ]  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """[x, h_1, ..., h_n, head output]."""
         out = [x]
-        for linear, activation in self.layers:
+        for weight, bias, activation, _, _ in self.layers:
+            z = out[-1] @ weight.T
+            z += bias
             if activation == "tanh":
-                z2 = torch.addmm(linear.bias, out[-1], linear.weight.t(), beta=2.0, alpha=2.0)
-                out.append(tanh_of_half(z2))
-            else:
-                z = torch.addmm(linear.bias, out[-1], linear.weight.t())
-                out.append(z.clamp_(min=0.0) if activation == "relu" else z)
+                np.tanh(z, out=z)
+            elif activation == "relu":
+                np.maximum(z, 0.0, out=z)
+            out.append(z)
         return out
 
-    def backward(
-        self, out: list[torch.Tensor], g: torch.Tensor, grads: dict[nn.Parameter, torch.Tensor]
-    ) -> None:
-        """dL/dW, dL/db of every layer into ``grads``, given g = dL/d(head output)."""
+    def backward(self, out: list[np.ndarray], g: np.ndarray) -> None:
+        """dL/dW, dL/db of every layer into the gradient buffers, given g = dL/d(head output)."""
+        ones = _ones(len(g))
         for i in range(len(self.layers) - 1, -1, -1):
-            weight = self.layers[i][0].weight
+            weight, _, _, grad_weight, grad_bias = self.layers[i]
             h = out[i]
-            if weight.shape[1] < weight.shape[0]:  # few inputs: this order is ~3x faster
-                grads[weight].copy_(torch.mm(h.t(), g).t())
-            else:
-                torch.mm(g.t(), h, out=grads[weight])
-            torch.sum(g, 0, out=grads[self.layers[i][0].bias])
+            np.matmul(g.T, h, out=grad_weight)
+            np.matmul(ones, g, out=grad_bias)  # sum over samples; as a product ~4x faster
             if i == 0:
                 break
-            g = g.mm(weight)
-            activation = self.layers[i - 1][1]
+            g = g * weight if len(weight) == 1 else g @ weight  # an outer product: no BLAS
+            activation = self.layers[i - 1][2]
             if activation == "tanh":
-                g = g.mul_(torch.addcmul(_ONE, h, h, value=-1.0))
+                g *= 1.0 - h * h
             elif activation == "relu":
-                g = g.masked_fill_(h <= 0, 0.0)
-
-
-def _plan(body: MLP) -> list[tuple[nn.Linear, nn.Module | None]]:
-    plan: list[tuple[nn.Linear, nn.Module | None]] = []
-    for layer in body:
-        if isinstance(layer, nn.Linear):
-            plan.append((layer, None))
-        else:
-            plan[-1] = (plan[-1][0], layer)
-    return plan
+                g *= h > 0
 
 
 @dataclass
@@ -132,13 +128,13 @@ class ActorCriticBackprop:
 
     def __init__(self, model: ActorCritic, grads: dict[nn.Parameter, torch.Tensor]):
         actor = model.actor
-        self.actor_encoder, self.critic_encoder = actor.encoder, model.critic_encoder
+        self.one_hot = actor.encoder.one_hot
         self.categorical = isinstance(actor, CategoricalPolicy)
         head = actor.logits if self.categorical else actor.mean
-        self.actor = _Network(actor.body, head)
-        self.critic = _Network(model.critic_body, model.value_head)
-        self.log_std = None if self.categorical else actor.log_std
-        self.grads = grads
+        self.actor = _Network(actor.body, head, grads)
+        self.critic = _Network(model.critic_body, model.value_head, grads)
+        if not self.categorical:
+            self.log_std, self.grad_log_std = _array(actor.log_std), _array(grads[actor.log_std])
 
     @classmethod
     def of(
@@ -159,9 +155,12 @@ class ActorCriticBackprop:
                 return None
             if not all(type(m) in (nn.Linear, *_ACTIVATIONS) for m in body):
                 return None
+        if actor.encoder.one_hot != model.critic_encoder.one_hot:
+            return None
         mapping = dict(zip(params, grads, strict=True))
-        covered = set(model.parameters())
-        if covered != set(mapping) or any(not p.is_contiguous() for p in params):
+        if set(model.parameters()) != set(mapping):
+            return None
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
             return None
         return cls(model, mapping)
 
@@ -175,98 +174,110 @@ class ActorCriticBackprop:
         old_log_probs: torch.Tensor | None = None,
         old_values: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """(L, its parts, log pi(a_t|s_t)), all detached; dL/dtheta is left in the buffers.
+        """(L, its parts, log pi(a_t|s_t)) as tensors; dL/dtheta is left in the buffers.
 
         ``advantages`` and ``targets`` are used as given (normalise before calling);
         ``old_log_probs`` is needed with ``clip_range``, ``old_values`` with ``clip_range_vf``.
         """
-        with torch.no_grad():
-            n = len(obs)
-            actor = self.actor.forward(self.actor_encoder(obs))
-            critic = self.critic.forward(self.critic_encoder(obs))
-            log_probs, entropy, head_grad = self._head(actor[-1], actions)
-            # d L_pi / d log pi(a_t|s_t)
-            if coefs.clip_range is None:
-                policy_loss = -(log_probs * advantages).mean()
-                d_log_prob = advantages / -n
-            else:
-                policy_loss, d_log_prob = _clipped_surrogate(
-                    log_probs, old_log_probs, advantages, coefs.clip_range
-                )
-            values = critic[-1].squeeze(1)
-            value_loss, d_value = _value_loss(values, targets, old_values, coefs.clip_range_vf)
-            entropy_mean = entropy.mean()
-            g_actor, d_log_std = head_grad(d_log_prob, -coefs.entropy_coef / n)
-            self.actor.backward(actor, g_actor, self.grads)
-            self.critic.backward(critic, d_value.mul_(coefs.value_coef).unsqueeze(1), self.grads)
-            if self.log_std is not None:
-                self.grads[self.log_std].copy_(d_log_std)
-            total = policy_loss + coefs.value_coef * value_loss - coefs.entropy_coef * entropy_mean
-            parts = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy_mean}
-            return total, parts, log_probs
+        n = len(obs)
+        if self.one_hot:
+            x = np.eye(self.one_hot, dtype=np.float32)[obs.numpy().astype(np.int64)]
+        else:
+            x = obs.numpy().reshape(n, -1).astype(np.float32, copy=False)
+        adv = advantages.numpy()
+        actor = self.actor.forward(x)
+        critic = self.critic.forward(x)
+        log_probs, entropy, head_grad = self._head(actor[-1], actions.numpy())
+        # d L_pi / d log pi(a_t|s_t)
+        if coefs.clip_range is None:
+            policy_loss = -float((log_probs * adv).mean())
+            d_log_prob = adv / np.float32(-n)
+        else:
+            policy_loss, d_log_prob = _clipped_surrogate(
+                log_probs, old_log_probs.numpy(), adv, coefs.clip_range
+            )
+        value_loss, d_value = _value_loss(
+            critic[-1][:, 0],
+            targets.numpy(),
+            None if old_values is None else old_values.numpy(),
+            coefs.clip_range_vf,
+        )
+        g_actor = head_grad(d_log_prob, np.float32(-coefs.entropy_coef / n))
+        self.actor.backward(actor, g_actor)
+        d_value *= np.float32(coefs.value_coef)
+        self.critic.backward(critic, d_value[:, None])
+        total = policy_loss + coefs.value_coef * value_loss - coefs.entropy_coef * entropy
+        values = torch.tensor([total, policy_loss, value_loss, entropy])
+        parts = {"policy_loss": values[1], "value_loss": values[2], "entropy": values[3]}
+        return values[0], parts, torch.from_numpy(log_probs)
 
-    def _head(self, out: torch.Tensor, actions: torch.Tensor):
-        """(log pi(a_t|s_t), H_t, a function of (dL/dlog pi_t, dL/dH_t) giving dL/d(head output)
-        and dL/dlog sigma)."""
+    def _head(self, out: np.ndarray, actions: np.ndarray):
+        """(log pi(a_t|s_t), mean_t H_t, a function of (dL/dlog pi_t, dL/dH_t) giving
+        dL/d(head output), and for a Gaussian writing dL/dlog sigma)."""
+        n = len(out)
         if self.categorical:
-            log_pi = out.log_softmax(1)
-            pi = log_pi.exp()
-            index = actions.long().unsqueeze(1)
-            log_probs = log_pi.gather(1, index).squeeze(1)
+            z = out - out.max(1, keepdims=True)
+            exp = np.exp(z)
+            total = exp.sum(1, keepdims=True)
+            log_pi = z - np.log(total)
+            pi = exp / total
+            rows, index = np.arange(n), actions.astype(np.int64, copy=False)
             entropy = -(pi * log_pi).sum(1)
 
-            def grad(d_log_prob: torch.Tensor, d_entropy: float):
+            def grad(d_log_prob: np.ndarray, d_entropy: np.float32) -> np.ndarray:
                 # d_log_prob (onehot(a) - pi) + d_entropy * (-pi (log pi + H))
-                g = (log_pi + entropy.unsqueeze(1)).mul_(-d_entropy)
-                g.sub_(d_log_prob.unsqueeze(1)).mul_(pi)
-                return g.scatter_add_(1, index, d_log_prob.unsqueeze(1)), None
+                g = log_pi + entropy[:, None]
+                g *= -d_entropy
+                g -= d_log_prob[:, None]
+                g *= pi
+                g[rows, index] += d_log_prob
+                return g
 
-            return log_probs, entropy, grad
+            return log_pi[rows, index], float(entropy.mean()), grad
 
         log_std = self.log_std
-        inv_std = torch.exp(-log_std)
-        z = (actions.reshape(out.shape) - out).mul_(inv_std)
-        log_probs = (-0.5 * z.square() - log_std - LOG_SQRT_2PI).sum(1)
-        entropy = (0.5 + LOG_SQRT_2PI + log_std).sum().expand(len(out))
+        inv_std = np.exp(-log_std)
+        z = (actions.reshape(out.shape) - out) * inv_std
+        log_probs = (-0.5 * z * z - log_std - np.float32(LOG_SQRT_2PI)).sum(1)
+        entropy = float((0.5 + LOG_SQRT_2PI + log_std).sum())
 
-        def grad(d_log_prob: torch.Tensor, d_entropy: float):
-            d = d_log_prob.unsqueeze(1)
-            d_log_std = (d * (z.square() - 1.0)).sum(0) + d_entropy * len(out)
-            return (d * z).mul_(inv_std), d_log_std
+        def grad(d_log_prob: np.ndarray, d_entropy: np.float32) -> np.ndarray:
+            d = d_log_prob[:, None]
+            self.grad_log_std[:] = (d * (z * z - 1.0)).sum(0) + d_entropy * n
+            return d * z * inv_std
 
         return log_probs, entropy, grad
 
 
 def _clipped_surrogate(
-    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+    log_probs: np.ndarray, old_log_probs: np.ndarray, advantages: np.ndarray, eps: float
+) -> tuple[float, np.ndarray]:
     """-mean_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t) and its derivative in log pi_t:
     -rho_t A_t / n where the unclipped term is the minimum (there the clip is inactive or the two
     are equal), else 0."""
-    ratio = torch.exp(log_probs - old_log_probs)
+    ratio = np.exp(log_probs - old_log_probs)
     unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - eps, 1.0 + eps) * advantages
-    d_log_prob = (unclipped <= clipped).float().mul_(unclipped).div_(-len(ratio))
-    return -torch.minimum(unclipped, clipped).mean(), d_log_prob
+    clipped = np.clip(ratio, 1.0 - eps, 1.0 + eps) * advantages
+    d_log_prob = np.where(unclipped <= clipped, unclipped / np.float32(-len(ratio)), 0.0)
+    return -float(np.minimum(unclipped, clipped).mean()), d_log_prob.astype(np.float32)
 
 
 def _value_loss(
-    values: torch.Tensor,
-    targets: torch.Tensor,
-    old_values: torch.Tensor | None,
+    values: np.ndarray,
+    targets: np.ndarray,
+    old_values: np.ndarray | None,
     clip_range: float | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[float, np.ndarray]:
     """``losses.value_loss`` and its derivative in V(s_t): 2 (V - R) / n, and with clipping
     2 (V_clipped - R) / n where the clipped error is the larger and the clip inactive
     (V_old + (V - V_old) may round away from V), 0 where it is larger and the clip active."""
     error = values - targets
-    n = len(values)
+    scale = np.float32(2.0 / len(values))
     if clip_range is None:
-        return error.square().mean(), error.mul(2.0 / n)
+        return float((error * error).mean()), error * scale
     delta = values - old_values
-    clipped_error = old_values + delta.clamp(-clip_range, clip_range) - targets
-    loss, loss_clipped = error.square(), clipped_error.square()
-    plain = loss >= loss_clipped
-    inside = delta.abs() <= clip_range
-    d_value = torch.where(plain, error, clipped_error * inside).mul_(2.0 / n)
-    return torch.maximum(loss, loss_clipped).mean(), d_value
+    clipped_error = old_values + np.clip(delta, -clip_range, clip_range) - targets
+    loss, loss_clipped = error * error, clipped_error * clipped_error
+    inside = np.abs(delta) <= clip_range
+    d_value = np.where(loss >= loss_clipped, error, clipped_error * inside)
+    return float(np.maximum(loss, loss_clipped).mean()), (d_value * scale).astype(np.float32)

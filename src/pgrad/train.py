@@ -21,6 +21,7 @@ import torch
 
 from pgrad import algos, runs
 from pgrad.agent import EVAL_SEED_OFFSET, evaluate
+from pgrad.backprop import set_threads
 from pgrad.config import Config, build, shipped_defaults, to_dict, user_layers
 from pgrad.envs import (
     check_env_id,
@@ -89,7 +90,7 @@ def train(
         cfg = resolve(algo, env, steps, seed, config, sets, **overrides)
         saved = None
     spec = algos.get(algo)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     seed_everything(cfg.seed)
     envs = make_vec_env(
         env, cfg.n_envs, cfg.vectorization, normalize_obs=cfg.normalize_obs,
