@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pgrad.algos.common import FlatParameters, make_optimizer
+from pgrad.algos.common import FlatParameters, make_optimizer, optimizer_step
 from pgrad.policies import ActorCritic, CategoricalPolicy, mlp
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -72,3 +72,29 @@ def test_mlp_forward_equals_calling_its_layers_in_order():
         for layer in net:
             expected = layer(expected)
         assert torch.equal(net(x), expected)
+
+
+def test_optimizer_step_is_adams_step_and_keeps_hooks():
+    obs = torch.randn(4, 3)
+    models = [_model(), _model()]
+    flats = [FlatParameters(m) for m in models]
+    optimizers = [make_optimizer("adam", [f.param], lr=0.01, eps=1e-5) for f in flats]
+    for step in range(5):
+        for i, (model, flat, optimizer) in enumerate(zip(models, flats, optimizers, strict=True)):
+            flat.gradient(_loss(model, obs * (step + 1)), 0.5)
+            if i == 0:
+                optimizer.step()
+            else:
+                optimizer_step(optimizer)
+            for group in optimizer.param_groups:
+                group["lr"] = 0.01 / (step + 1)  # a schedule, as set_learning_rate does
+    assert torch.equal(flats[0].param, flats[1].param)  # bit for bit: the same fused kernel
+    s0, s1 = (o.state[f.param] for o, f in zip(optimizers, flats, strict=True))
+    assert all(torch.equal(s0[k], s1[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert float(s1["step"]) == 5
+
+    calls = []
+    optimizers[1].register_step_post_hook(lambda *args: calls.append(1))
+    flats[1].gradient(_loss(models[1], obs), 0.5)
+    optimizer_step(optimizers[1])
+    assert calls == [1]  # a registered hook runs: the plain step was taken

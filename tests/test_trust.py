@@ -26,17 +26,17 @@ from pgrad.watchdog import Watchdog
 def test_a_nan_in_the_loss_stops_the_run_naming_it_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch
 ):
-    import pgrad.algos.ppo as ppo
+    import pgrad.backprop as backprop
 
     calls = {"n": 0}
-    real_value_loss = ppo.value_loss
+    real_value_loss = backprop._value_loss  # PPO's value loss and its gradient
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
-        loss = real_value_loss(*args, **kwargs)
-        return loss * float("nan") if calls["n"] > 60 else loss  # from the 4th update on
+        loss, grad = real_value_loss(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] > 60 else loss), grad  # from the 4th update on
 
-    monkeypatch.setattr(ppo, "value_loss", poisoned)
+    monkeypatch.setattr(backprop, "_value_loss", poisoned)
     run_dir = tmp_path / "r"
     with pytest.raises(NonFiniteError, match=r"non-finite value_loss .* update 4 \(after step "):
         pgrad.train(
@@ -51,17 +51,17 @@ def test_a_nan_in_the_loss_stops_the_run_naming_it_and_keeps_the_last_checkpoint
 
 
 def test_nan_retries_go_back_to_the_checkpoint_with_a_smaller_learning_rate(tmp_path, monkeypatch):
-    import pgrad.algos.ppo as ppo
+    import pgrad.backprop as backprop
 
     calls = {"n": 0}
-    real_value_loss = ppo.value_loss
+    real_value_loss = backprop._value_loss
 
     def poisoned_once(*args, **kwargs):
         calls["n"] += 1
-        loss = real_value_loss(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 61 else loss  # 1st minibatch of update 4
+        loss, grad = real_value_loss(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 61 else loss), grad  # update 4, minibatch 1
 
-    monkeypatch.setattr(ppo, "value_loss", poisoned_once)
+    monkeypatch.setattr(backprop, "_value_loss", poisoned_once)
     run = pgrad.train(
         "ppo", "CartPole-v1", steps=3000, seed=0, run_dir=tmp_path / "r", checkpoint_every=256,
         n_envs=8, n_steps=32, n_epochs=20, batch_size=256, learning_rate=1e-3, nan_retries=1,
