@@ -21,6 +21,7 @@ from torch import nn
 
 from pgrad import policies
 from pgrad.policies import (
+    GSDE_EPS,
     LOG_STD_MAX,
     LOG_STD_MIN,
     MLP,
@@ -97,6 +98,8 @@ class _SideBySide:
     @staticmethod
     def applies(actor: Policy, model: nn.Module) -> bool:
         if not isinstance(model, ActorCritic) or model.shared:
+            return False
+        if getattr(actor, "std_mode", None) == "gsde":  # needs the body's features
             return False
         a, c = list(actor.body), list(model.critic_body)
         same_layers = len(a) == len(c) and all(
@@ -179,6 +182,10 @@ class NumpyPolicy:
             heads = [actor.mean]
             if actor.std_mode == "parameter":
                 self.log_std = _array(actor.log_std)
+            elif actor.std_mode == "gsde":
+                self.gsde_log_std = _array(actor.log_std)
+                self.noise: np.ndarray | None = None
+                self.noise_age, self.gsde_sample_every = 0, actor.gsde_sample_every
             else:
                 heads.append(actor.log_std_head)
             if actor.squash == "tanh":
@@ -191,9 +198,10 @@ class NumpyPolicy:
 
     def refresh(self) -> None:
         """Take up changed parameter values (views see them already; the side-by-side copies
-        do not)."""
+        do not), and (gSDE) draw new exploration matrices at the next action."""
         if self.side_by_side is not None:
             self.side_by_side.refresh()
+        self.noise = None
 
     @staticmethod
     def of(model: nn.Module, rng: np.random.Generator) -> NumpyPolicy | None:
@@ -213,7 +221,7 @@ class NumpyPolicy:
         self, obs: np.ndarray, deterministic: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(actions, log pi(a|s), V(s) or None) for a batch of raw observations."""
-        value = None
+        value = features = None
         if self.side_by_side is not None:
             outputs, value = self.side_by_side(obs)
             heads = np.split(outputs, self.head_splits, axis=1) if self.head_splits else [outputs]
@@ -225,7 +233,23 @@ class NumpyPolicy:
                 value = self.value_head(critic)[:, 0]
         if self.discrete:
             return (*self._discrete(heads[0], deterministic), value)
+        if hasattr(self, "gsde_log_std") and not deterministic:
+            return (*self._gsde(features, heads[0]), value)
         return (*self._gaussian(heads, deterministic), value)
+
+    def _gsde(self, features: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """a = mean + theta^T z(s) with this env's theta; log N(a; mean, v(s)),
+        v_j = sum_i z_i^2 sigma_ij^2 + eps (``policies.GaussianPolicy``, std="gsde")."""
+        n, every = len(features), self.gsde_sample_every
+        if self.noise is None or len(self.noise) != n or 0 < every <= self.noise_age:
+            sigma = np.exp(self.gsde_log_std)
+            self.noise = sigma * self.rng.standard_normal((n, *sigma.shape), dtype=np.float32)
+            self.noise_age = 0
+        self.noise_age += 1
+        eps = np.einsum("bi,bij->bj", features, self.noise)
+        variance = np.square(features) @ np.exp(2.0 * self.gsde_log_std) + np.float32(GSDE_EPS)
+        log_prob = -0.5 * eps * eps / variance - 0.5 * np.log(variance) - LOG_SQRT_2PI
+        return mean + eps, log_prob.sum(-1)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         if self.side_by_side is not None:

@@ -6,9 +6,10 @@ body's features into a distribution over actions:
 - ``CategoricalPolicy``: pi(a|s) = softmax(logits(s))_a, for ``Discrete`` actions.
 - ``MultiCategoricalPolicy``: a product of independent softmaxes, for ``MultiDiscrete`` actions.
 - ``GaussianPolicy``: a ~ N(mu(s), sigma^2) per action dimension, for ``Box`` actions, with
-  ``std="parameter"`` (a learned, state-independent log sigma) or ``std="state"`` (a head,
-  log sigma clamped to [-20, 2]); optionally ``squash="tanh"``, a = loc + scale * tanh(u),
-  with the log-det-Jacobian correction in ``log_prob``.
+  ``std="parameter"`` (a learned, state-independent log sigma), ``std="state"`` (a head,
+  log sigma clamped to [-20, 2]) or ``std="gsde"`` (generalized state-dependent exploration,
+  below); optionally ``squash="tanh"``, a = loc + scale * tanh(u), with the log-det-Jacobian
+  correction in ``log_prob``.
 
 ``ActorCritic`` adds a state-value head V(s), on the policy's body (``shared=True``) or on a
 body of its own, initialised to output zero.
@@ -346,6 +347,13 @@ class GaussianPolicy(Policy):
 
     ``std="parameter"``: log sigma is a learned vector, the same in every state.
     ``std="state"``: log sigma(s) is a linear head on the body, clamped to [-20, 2].
+    ``std="gsde"``: generalized state-dependent exploration (Raffin et al., 2021). The noise is
+    a linear function of the body's features z(s), a = mu(s) + theta^T z(s), with a matrix
+    theta ~ N(0, sigma_ij^2) (sigma = exp(log_std), a learned features x actions matrix) drawn
+    per env and held for several steps (``reset_noise``), so exploration is smooth in time.
+    For one draw of theta, a given s is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2 sigma_ij^2 (+1e-6),
+    which is the density ``log_prob`` uses; z is detached there, so the variance trains sigma
+    only, as in Stable-Baselines3.
     ``squash="tanh"`` maps actions into the ``Box`` bounds ``[low, high]`` (scale = (high-low)/2,
     loc = (high+low)/2). Unsquashed actions may fall outside the bounds: they are clipped by the
     env wrapper when sent to the env, never here, so ``log_prob`` stays the Gaussian's.
@@ -355,22 +363,29 @@ class GaussianPolicy(Policy):
         self,
         observation_space: gym.Space,
         action_space: gym.spaces.Box,
-        std: Literal["parameter", "state"] = "parameter",
+        std: Literal["parameter", "state", "gsde"] = "parameter",
         squash: Literal["tanh"] | None = None,
         log_std_init: float = 0.0,
+        gsde_sample_every: int = 0,
         **body,
     ):
         super().__init__(observation_space, **body)
-        if std not in ("parameter", "state"):
-            raise ValueError(f"unknown std {std!r}; expected 'parameter' or 'state'")
+        if std not in ("parameter", "state", "gsde"):
+            raise ValueError(f"unknown std {std!r}; expected 'parameter', 'state' or 'gsde'")
         if squash not in (None, "tanh"):
             raise ValueError(f"unknown squash {squash!r}; expected None or 'tanh'")
+        if std == "gsde" and squash is not None:
+            raise ValueError("std 'gsde' is implemented without squashing; set squash to None")
         self.shape = action_space.shape
         dim = int(np.prod(self.shape))
         self.std_mode, self.squash = std, squash
         self.mean = self._head_layer(dim)
         if std == "parameter":
             self.log_std = nn.Parameter(torch.full((dim,), float(log_std_init)))
+        elif std == "gsde":
+            self.log_std = nn.Parameter(torch.full((self.features, dim), float(log_std_init)))
+            self.noise: torch.Tensor | None = None  # theta per env: (envs, features, dim)
+            self.noise_age, self.gsde_sample_every = 0, gsde_sample_every
         else:
             self.log_std_head = self._head_layer(dim)
             nn.init.constant_(self.log_std_head.bias, float(log_std_init))
@@ -388,6 +403,8 @@ class GaussianPolicy(Policy):
         mean = self.mean(features)
         if self.std_mode == "parameter":
             log_std = self.log_std.expand_as(mean)
+        elif self.std_mode == "gsde":
+            log_std = 0.5 * torch.log(gsde_variance(features.detach(), self.log_std))
         else:
             log_std = self.log_std_head(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
         if self.squash == "tanh":
@@ -396,8 +413,30 @@ class GaussianPolicy(Policy):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        action = super().act(obs, deterministic)
+        if self.std_mode == "gsde" and not deterministic:
+            features = self.body(self.encoder(obs))
+            every = self.gsde_sample_every
+            if self.noise is None or len(self.noise) != len(obs) or 0 < every <= self.noise_age:
+                self.reset_noise(len(obs))
+            self.noise_age += 1
+            action = self.mean(features) + torch.einsum("bi,bij->bj", features, self.noise)
+        else:
+            action = super().act(obs, deterministic)
         return action.reshape(action.shape[0], *self.shape)
+
+    def reset_noise(self, n: int, generator: torch.Generator | None = None) -> None:
+        """gSDE: draw a new theta ~ N(0, sigma^2) for each of ``n`` envs."""
+        sigma = self.log_std.detach().exp()
+        self.noise = sigma * torch.randn((n, *sigma.shape), generator=generator)
+        self.noise_age = 0
+
+
+GSDE_EPS = 1e-6
+
+
+def gsde_variance(features: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """v_j(s) = sum_i z_i(s)^2 exp(log_std_ij)^2 + GSDE_EPS: the variance of theta^T z(s)."""
+    return features.square() @ torch.exp(2.0 * log_std) + GSDE_EPS
 
 
 class ActorCritic(nn.Module):
@@ -467,10 +506,11 @@ def make_policy(
     action_space: gym.Space,
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
-    std: Literal["parameter", "state"] = "parameter",
+    std: Literal["parameter", "state", "gsde"] = "parameter",
     squash: Literal["tanh"] | None = None,
     log_std_init: float = 0.0,
     ortho_init: bool = True,
+    gsde_sample_every: int = 0,
 ) -> Policy:
     """The policy family that fits ``action_space``: softmax for discrete, Gaussian for ``Box``."""
     body = {"hidden_sizes": tuple(hidden_sizes), "activation": activation, "ortho_init": ortho_init}
@@ -489,6 +529,7 @@ def make_policy(
             std=std,
             squash=squash,
             log_std_init=log_std_init,
+            gsde_sample_every=gsde_sample_every,
             **body,
         )
     raise UnsupportedSpaceError(

@@ -22,10 +22,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+from torch import nn
 
 from pgrad.envs import autoreset_mode
 from pgrad.numpy_policy import NumpyPolicy
-from pgrad.policies import ActorCritic, Policy, mode
+from pgrad.policies import ActorCritic, Policy, actor_of, mode
 
 
 @dataclass
@@ -170,6 +171,9 @@ class _Stepper:
             self.model_key, self.fast = key, NumpyPolicy.of(model, self.rng)
         elif self.fast is not None:
             self.fast.refresh()
+        actor = _gsde_actor(model)
+        if self.fast is None and actor is not None:
+            actor.noise = None  # new exploration matrices for this rollout
 
     def act(
         self, obs: np.ndarray, deterministic: bool
@@ -177,8 +181,15 @@ class _Stepper:
         """(actions, log pi(a|s), V(s) or None) for the current observations."""
         if self.fast is not None:
             return self.fast(np.asarray(obs), deterministic)
-        dist, value = self.model(torch.from_numpy(np.asarray(obs, dtype=np.float32)))
-        action = mode(dist) if deterministic else dist.sample()
+        obs = torch.from_numpy(np.asarray(obs, dtype=np.float32))
+        dist, value = self.model(obs)
+        actor = _gsde_actor(self.model)
+        if deterministic:
+            action = mode(dist)
+        elif actor is not None:  # the held exploration matrices
+            action = actor.act(obs).flatten(1)
+        else:
+            action = dist.sample()
         log_prob = dist.log_prob(action).numpy()
         return action.numpy(), log_prob, None if value is None else value.numpy()
 
@@ -247,6 +258,15 @@ class _Stepper:
         )
         self.episode_returns, self.episode_lengths = [], []
         return batch
+
+
+def _gsde_actor(model: nn.Module) -> Policy | None:
+    """The model's policy if it explores by gSDE (``GaussianPolicy``, std="gsde"), else None."""
+    try:
+        actor = actor_of(model)
+    except TypeError:  # a custom model
+        return None
+    return actor if getattr(actor, "std_mode", None) == "gsde" else None
 
 
 @torch.inference_mode()

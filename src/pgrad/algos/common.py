@@ -34,8 +34,12 @@ class PolicyConfig(Config):
     """Weight of the critic's regression loss."""
     shared: bool = False
     """Critic on the policy's own body instead of a body of its own."""
-    std: Literal["parameter", "state"] = "parameter"
-    """Gaussian policies: state-independent or state-dependent standard deviation."""
+    std: Literal["parameter", "state", "gsde"] = "parameter"
+    """Gaussian policies: state-independent or state-dependent standard deviation, or
+    generalized state-dependent exploration (see ``policies.GaussianPolicy``)."""
+    gsde_sample_every: int = 0
+    """gSDE: draw new exploration matrices every this many env steps (0: at each rollout's
+    start)."""
     squash: Literal["tanh"] | None = None
     """Gaussian policies: squash actions into the Box bounds with tanh."""
     log_std_init: float = 0.0
@@ -46,6 +50,10 @@ class PolicyConfig(Config):
         super().check()
         if self.value_coef < 0:
             raise ConfigError(f"value_coef must be >= 0, got {self.value_coef}")
+        if self.gsde_sample_every < 0:
+            raise ConfigError(f"gsde_sample_every must be >= 0, got {self.gsde_sample_every}")
+        if self.std == "gsde" and self.squash is not None:
+            raise ConfigError("std: gsde is implemented without squashing; set squash: null")
 
 
 def build_model(
@@ -63,6 +71,7 @@ def build_model(
         std=config.std,
         squash=config.squash,
         log_std_init=config.log_std_init,
+        gsde_sample_every=config.gsde_sample_every,
         **body,
     )
     if not critic:

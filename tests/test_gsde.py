@@ -1,0 +1,102 @@
+"""Generalized state-dependent exploration (gSDE): its density, its held noise, its training."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from pgrad.algos.a2c import A2C, A2CConfig
+from pgrad.envs import make_vec_env
+from pgrad.numpy_policy import NumpyPolicy
+from pgrad.policies import ActorCritic, GaussianPolicy, gsde_variance
+
+OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+ACTIONS = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+
+def _policy(sample_every: int = 0) -> GaussianPolicy:
+    torch.manual_seed(0)
+    policy = GaussianPolicy(
+        OBS, ACTIONS, std="gsde", log_std_init=-1.0, hidden_sizes=(8,),
+        gsde_sample_every=sample_every,
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return policy
+
+
+def test_variance_by_hand():
+    z = torch.tensor([[1.0, -2.0]])
+    log_std = torch.log(torch.tensor([[0.5, 1.0, 2.0], [0.1, 3.0, 0.0001]]))
+    expected = torch.tensor([[1 * 0.25 + 4 * 0.01, 1 * 1 + 4 * 9, 1 * 4 + 4 * 1e-8]]) + 1e-6
+    assert torch.allclose(gsde_variance(z, log_std), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_actions_for_one_state_follow_the_density_log_prob_uses(path):
+    """Over many draws of theta (one per env), a = mu + theta^T z(s) is N(mu(s), v(s)); the
+    log-prob stored with each action is that density's."""
+    policy = _policy()
+    model = ActorCritic(policy, OBS, hidden_sizes=(8,))
+    obs = np.repeat(OBS.sample()[None], 40_000, axis=0)
+    with torch.no_grad():
+        dist = policy.distribution(torch.as_tensor(obs[:1]))
+    mean, std = dist.mean[0].numpy(), dist.stddev[0].numpy()
+    if path == "numpy":
+        actions, log_probs, _ = NumpyPolicy.of(model, np.random.default_rng(0))(obs)
+    else:
+        actions = policy.act(torch.as_tensor(obs)).numpy()
+        log_probs = dist.log_prob(torch.as_tensor(actions)).numpy()
+    n = len(actions)
+    assert np.all(np.abs(actions.mean(0) - mean) < 4 * std / np.sqrt(n))
+    assert np.allclose(actions.std(0), std, rtol=0.03)
+    with torch.no_grad():
+        expected = policy.distribution(torch.as_tensor(obs[:64])).log_prob(
+            torch.as_tensor(actions[:64])
+        )
+    assert np.allclose(log_probs[:64], expected.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_the_noise_is_held_between_draws(path):
+    """theta stays for a rollout (``sample_every`` 0) or for ``sample_every`` steps; held noise
+    is linear in z(s): the same state gets the same action again."""
+    for every, repeats in [(0, 5), (3, 3)]:
+        policy = _policy(every)
+        fast = NumpyPolicy.of(policy, np.random.default_rng(1))
+        obs = np.stack([OBS.sample() for _ in range(4)])
+
+        def act(policy=policy, fast=fast, obs=obs):
+            if path == "numpy":
+                return fast(obs)[0]
+            return policy.act(torch.as_tensor(obs)).numpy()
+
+        first = act()
+        for _ in range(repeats - 1):
+            assert np.array_equal(act(), first)
+        if path == "numpy":
+            fast.refresh()  # a new rollout
+        else:
+            policy.noise = None
+        second = act()
+        assert not np.allclose(second, first)
+        if every:  # without a refresh, the draw after ``every`` steps is new as well
+            for _ in range(every - 1):
+                assert np.array_equal(act(), second)
+            assert not np.allclose(act(), second)
+
+
+def test_a2c_with_gsde_trains_the_exploration_matrix():
+    envs = make_vec_env("Pendulum-v1", 4)
+    config = A2CConfig(n_envs=4, n_steps=8, std="gsde", log_std_init=-2.0, learning_rate=1e-2)
+    algo = A2C(config, envs, seed=0)
+    assert algo.backprop is None  # gSDE trains through autograd
+    log_std = algo.model.actor.log_std
+    assert log_std.shape == (64, 1)
+    before = log_std.detach().clone()
+    for _ in range(5):
+        metrics = algo.iterate()
+    assert np.isfinite(metrics["policy_loss"])
+    assert not torch.equal(log_std.detach(), before)
+    envs.close()
