@@ -56,6 +56,11 @@ def test_actions_for_one_state_follow_the_density_log_prob_uses(path):
             torch.as_tensor(actions[:64])
         )
     assert np.allclose(log_probs[:64], expected.numpy(), atol=1e-4)
+    if path == "numpy":  # evaluation: the mean action
+        greedy, _, _ = NumpyPolicy.of(model, np.random.default_rng(0))(obs[:8], deterministic=True)
+    else:
+        greedy = policy.act(torch.as_tensor(obs[:8]), deterministic=True).numpy()
+    assert np.allclose(greedy, np.broadcast_to(mean, greedy.shape), atol=1e-5)
 
 
 @pytest.mark.parametrize("path", ["numpy", "torch"])
@@ -100,3 +105,14 @@ def test_a2c_with_gsde_trains_the_exploration_matrix():
     assert np.isfinite(metrics["policy_loss"])
     assert not torch.equal(log_std.detach(), before)
     envs.close()
+
+
+def test_a2c_with_gsde_runs_and_evaluates(tmp_path):
+    import pgrad
+
+    run = pgrad.train(
+        "a2c", "Pendulum-v1", steps=2000, seed=0, run_dir=tmp_path / "r", std="gsde",
+        log_std_init=-2.0, eval_episodes=2,
+    )  # fmt: skip
+    assert np.isfinite(run.summary["mean_return"])
+    assert pgrad.load(tmp_path / "r").evaluate(episodes=1).shape == (1,)

@@ -233,20 +233,27 @@ class NumpyPolicy:
                 value = self.value_head(critic)[:, 0]
         if self.discrete:
             return (*self._discrete(heads[0], deterministic), value)
-        if hasattr(self, "gsde_log_std") and not deterministic:
-            return (*self._gsde(features, heads[0]), value)
+        if hasattr(self, "gsde_log_std"):
+            return (*self._gsde(features, heads[0], deterministic), value)
         return (*self._gaussian(heads, deterministic), value)
 
-    def _gsde(self, features: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """a = mean + theta^T z(s) with this env's theta; log N(a; mean, v(s)),
-        v_j = sum_i z_i^2 sigma_ij^2 + eps (``policies.GaussianPolicy``, std="gsde")."""
+    def _gsde(
+        self, features: np.ndarray, mean: np.ndarray, deterministic: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """a = mean + theta^T z(s) with this env's theta (a = mean if ``deterministic``);
+        log N(a; mean, v(s)), v_j = sum_i z_i^2 sigma_ij^2 + eps (``policies.GaussianPolicy``,
+        std="gsde")."""
         n, every = len(features), self.gsde_sample_every
-        if self.noise is None or len(self.noise) != n or 0 < every <= self.noise_age:
-            sigma = np.exp(self.gsde_log_std)
-            self.noise = sigma * self.rng.standard_normal((n, *sigma.shape), dtype=np.float32)
-            self.noise_age = 0
-        self.noise_age += 1
-        eps = np.einsum("bi,bij->bj", features, self.noise)
+        if deterministic:
+            eps = np.zeros_like(mean)
+        else:
+            if self.noise is None or len(self.noise) != n or 0 < every <= self.noise_age:
+                sigma = np.exp(self.gsde_log_std)
+                shape = (n, *sigma.shape)
+                self.noise = sigma * self.rng.standard_normal(shape, dtype=np.float32)
+                self.noise_age = 0
+            self.noise_age += 1
+            eps = np.einsum("bi,bij->bj", features, self.noise)
         variance = np.square(features) @ np.exp(2.0 * self.gsde_log_std) + np.float32(GSDE_EPS)
         log_prob = -0.5 * eps * eps / variance - 0.5 * np.log(variance) - LOG_SQRT_2PI
         return mean + eps, log_prob.sum(-1)
