@@ -138,6 +138,27 @@ ROWS: dict[str, dict[str, Any]] = {
             "policy_kwargs": ZOO_MUJOCO_POLICY,
         },
     },
+    # SB3 with pgrad's shipped Hopper settings (CleanRL's MuJoCo PPO), for a same-settings row.
+    "ppo-Hopper-v5-cleanrl": {
+        "algo": "ppo",
+        "env": "Hopper-v5",
+        "steps": 1_000_000,
+        "sb3": {
+            "normalize": True,
+            "n_envs": 1,
+            "n_steps": 2048,
+            "batch_size": 64,
+            "n_epochs": 10,
+            "learning_rate": ("lin", 3e-4),
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "clip_range": 0.2,
+            "clip_range_vf": 0.2,
+            "ent_coef": 0.0,
+            "vf_coef": 0.5,
+            "max_grad_norm": 0.5,
+        },
+    },
     "a2c-CartPole-v1": {
         "algo": "a2c",
         "env": "CartPole-v1",
