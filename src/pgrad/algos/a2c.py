@@ -14,6 +14,7 @@ of the rollout, ``nstep`` equals ``gae`` with lambda = 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -73,7 +74,7 @@ def loss(
     advantages: torch.Tensor,
     targets: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The A2C loss of ``model`` on a set of transitions (autograd), and its parts (A3C's too)."""
+    """The A2C loss of ``model`` on a set of transitions, by autograd, and its parts."""
     if config.normalize_advantage:
         advantages = normalize(advantages)
     total, parts, _ = actor_critic_loss(
@@ -96,14 +97,12 @@ def gradient(
     obs, actions, advantages, targets, values = batch.valid(
         batch.obs, batch.actions, advantages, targets, batch.values
     )
-    if backprop is None:
-        total, parts = loss(model, config, obs, actions, advantages, targets)
-        grad_norm = flat.gradient(total, config.max_grad_norm, parts)
-    else:
-        if config.normalize_advantage:
-            advantages = normalize(advantages)
-        total, parts, _ = backprop(obs, actions, advantages, targets, coefficients(config))
-        grad_norm = flat.clip_computed(total, config.max_grad_norm, parts)
+    if config.normalize_advantage:
+        advantages = normalize(advantages)
+    loss = backprop or partial(actor_critic_loss, model)
+    total, parts, _ = loss(obs, actions, advantages, targets, coefficients(config))
+    computed = backprop is not None
+    grad_norm = flat.gradient(total, config.max_grad_norm, parts, computed)
     return {
         **{k: v.item() for k, v in parts.items()},
         "explained_variance": explained_variance(values, targets),

@@ -167,28 +167,23 @@ class FlatParameters:
         loss: torch.Tensor,
         max_grad_norm: float | None,
         parts: dict[str, torch.Tensor] | None = None,
+        computed: bool = False,
     ) -> torch.Tensor:
         """The clipped gradient of ``loss`` into ``self.param.grad``; the norm before clipping.
-        A non-finite loss or gradient raises ``NonFiniteError`` (naming the part at fault)."""
+        ``computed``: the gradient is in the buffer already, computed by hand alongside ``loss``
+        (``pgrad.backprop``); only clip and check it. A non-finite loss or gradient raises
+        ``NonFiniteError`` (naming the part at fault)."""
+        if computed:
+            grad_norm = self.clip_grad_norm(max_grad_norm)
+            if not bool(torch.isfinite(loss + grad_norm)):  # one host sync for both checks
+                check_loss(loss, parts)
+                check_grad_norm(grad_norm)
+            return grad_norm
         check_loss(loss, parts)
         self.zero_grad()
         loss.backward()
         grad_norm = self.clip_grad_norm(max_grad_norm)
         check_grad_norm(grad_norm)
-        return grad_norm
-
-    def clip_computed(
-        self,
-        loss: torch.Tensor,
-        max_grad_norm: float | None,
-        parts: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """``gradient``'s clip and checks for a gradient already in the buffer, computed by hand
-        alongside ``loss`` (``pgrad.backprop``)."""
-        grad_norm = self.clip_grad_norm(max_grad_norm)
-        if not bool(torch.isfinite(loss + grad_norm)):  # one host sync for both checks
-            check_loss(loss, parts)
-            check_grad_norm(grad_norm)
         return grad_norm
 
     def gradient_step(
@@ -373,6 +368,9 @@ class OnPolicy:
         self.backprop = None
         if config.analytic_gradients:
             self.backprop = ActorCriticBackprop.of(self.model, self.flat.params, self.flat.grads)
+        # (L, its parts, log pi) of a minibatch: ``actor_critic_loss``, or the hand-written one,
+        # which leaves its gradient in the buffer (then L is detached); see minibatch_gradient.
+        self.minibatch_loss = self.backprop or partial(actor_critic_loss, self.model)
         self.rollout: Rollout | RayRollout
         if config.backend == "ray":
             from pgrad.distributed.ray_backend import RayRollout
@@ -394,30 +392,13 @@ class OnPolicy:
     def update(self, batch: Batch) -> dict[str, float]:
         raise NotImplementedError
 
-    def minibatch_loss(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        advantages: torch.Tensor,
-        targets: torch.Tensor,
-        coefs: Coefficients,
-        old_log_probs: torch.Tensor | None = None,
-        old_values: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """``actor_critic_loss`` of the model; with ``self.backprop`` its gradient is computed
-        alongside (L is then detached), else L is autograd's, for ``minibatch_gradient``."""
-        loss = self.backprop or partial(actor_critic_loss, self.model)
-        return loss(obs, actions, advantages, targets, coefs, old_log_probs, old_values)
-
     def minibatch_gradient(
         self, total: torch.Tensor, parts: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """The clipped gradient of ``minibatch_loss``'s L in the flat buffer; its norm before
-        clipping.
-        A non-finite loss or gradient raises ``NonFiniteError``."""
-        if self.backprop is None:
-            return self.flat.gradient(total, self.config.max_grad_norm, parts)
-        return self.flat.clip_computed(total, self.config.max_grad_norm, parts)
+        clipping. A non-finite loss or gradient raises ``NonFiniteError``."""
+        computed = self.backprop is not None
+        return self.flat.gradient(total, self.config.max_grad_norm, parts, computed)
 
     def close(self) -> None:
         self.rollout.close()
