@@ -63,7 +63,8 @@ class Config:
     checkpoint_every: int = 50_000
     keep_checkpoints: int = 3
     threads: int = 1
-    """torch intra-op threads; small networks run fastest (and reproducibly) on one."""
+    """torch intra-op threads and NumPy's BLAS threads (process-wide, as ``torch.set_num_threads``
+    is); small networks run fastest (and reproducibly) on one."""
     nan_retries: int = 0
     """On a NaN/Inf loss or gradient, go back to the last checkpoint this many times with the
     learning rate times ``nan_lr_factor`` before stopping the run."""
