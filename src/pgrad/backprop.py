@@ -45,6 +45,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from pgrad.numpy_policy import array, encode
 from pgrad.policies import LOG_SQRT_2PI, MLP, ActorCritic, CategoricalPolicy, GaussianPolicy
 
 _ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
@@ -54,10 +55,6 @@ def set_threads(threads: int) -> None:
     """Run torch's ops and NumPy's BLAS on ``threads`` threads each."""
     torch.set_num_threads(threads)
     threadpool_limits(threads, user_api="blas")
-
-
-def _array(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
 
 
 def _ones(n: int, cache: dict[int, np.ndarray] = {}) -> np.ndarray:  # noqa: B006
@@ -76,8 +73,8 @@ class _Network:
         for layer, activation in zip(layers, activations, strict=False):
             layer[1] = activation
         self.layers = [
-            (_array(m.weight), _array(m.bias), activation, _array(grads[m.weight]),
-             _array(grads[m.bias]))
+            (array(m.weight), array(m.bias), activation, array(grads[m.weight]),
+             array(grads[m.bias]))
             for m, activation in layers
         ]  # fmt: skip
 
@@ -134,7 +131,7 @@ class ActorCriticBackprop:
         self.actor = _Network(actor.body, head, grads)
         self.critic = _Network(model.critic_body, model.value_head, grads)
         if not self.categorical:
-            self.log_std, self.grad_log_std = _array(actor.log_std), _array(grads[actor.log_std])
+            self.log_std, self.grad_log_std = array(actor.log_std), array(grads[actor.log_std])
 
     @classmethod
     def of(
@@ -180,10 +177,7 @@ class ActorCriticBackprop:
         ``old_log_probs`` is needed with ``clip_range``, ``old_values`` with ``clip_range_vf``.
         """
         n = len(obs)
-        if self.one_hot:
-            x = np.eye(self.one_hot, dtype=np.float32)[obs.numpy().astype(np.int64)]
-        else:
-            x = obs.numpy().reshape(n, -1).astype(np.float32, copy=False)
+        x = encode(obs.numpy(), self.one_hot)
         adv = advantages.numpy()
         actor = self.actor.forward(x)
         critic = self.critic.forward(x)

@@ -32,6 +32,7 @@ from pgrad.policies import (
     ObservationEncoder,
     Policy,
     actor_of,
+    gsde_noise_due,
 )
 
 LOG_SQRT_2PI = np.float32(policies.LOG_SQRT_2PI)
@@ -44,13 +45,22 @@ _ACTIVATIONS = {
 }
 
 
-def _array(p: torch.Tensor) -> np.ndarray:
+def array(p: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor's memory (no copy: changes show through both ways)."""
     return p.detach().numpy()
+
+
+def encode(obs: np.ndarray, one_hot: int) -> np.ndarray:
+    """``ObservationEncoder`` in NumPy: a batch of raw observations as flat float32 rows
+    (one-hot of width ``one_hot`` for ``Discrete`` observations)."""
+    if one_hot:
+        return np.eye(one_hot, dtype=np.float32)[obs.astype(np.int64)]
+    return obs.reshape(len(obs), -1).astype(np.float32, copy=False)
 
 
 class _Linear:
     def __init__(self, layer: nn.Linear):
-        self.weight_t, self.bias = _array(layer.weight).T, _array(layer.bias)
+        self.weight_t, self.bias = array(layer.weight).T, array(layer.bias)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight_t + self.bias
@@ -69,10 +79,7 @@ class _Body:
                 self.layers.append(_ACTIVATIONS[type(layer)])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.one_hot:
-            x = np.eye(self.one_hot, dtype=np.float32)[obs.astype(np.int64)]
-        else:
-            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        x = encode(obs, self.one_hot)
         for layer in self.layers:
             x = layer(x)
         return x
@@ -87,8 +94,9 @@ class _SideBySide:
 
     def __init__(self, actor: Policy, critic: ActorCritic, heads: list[nn.Linear]):
         self.one_hot = actor.encoder.one_hot
-        self.actor_layers = [m for m in actor.body if isinstance(m, nn.Linear)] + [heads]
-        self.critic_layers = [m for m in critic.critic_body if isinstance(m, nn.Linear)]
+        # per layer, the Linear modules whose outputs sit side by side (the heads: several)
+        self.actor_layers = [[m] for m in actor.body if isinstance(m, nn.Linear)] + [heads]
+        self.critic_layers = [[m] for m in critic.critic_body if isinstance(m, nn.Linear)]
         self.critic_layers.append([critic.value_head])
         self.activation = next(
             (_ACTIVATIONS[type(m)] for m in actor.body if type(m) in _ACTIVATIONS), None
@@ -112,10 +120,9 @@ class _SideBySide:
     def refresh(self) -> None:
         self.weights: list[tuple[np.ndarray, np.ndarray]] = []
         for i, (a, c) in enumerate(zip(self.actor_layers, self.critic_layers, strict=True)):
-            a, c = (a if isinstance(a, list) else [a]), (c if isinstance(c, list) else [c])
-            wa = np.concatenate([_array(m.weight).T for m in a], 1)
-            wc = np.concatenate([_array(m.weight).T for m in c], 1)
-            bias = np.concatenate([_array(m.bias) for m in a + c])
+            wa = np.concatenate([array(m.weight).T for m in a], 1)
+            wc = np.concatenate([array(m.weight).T for m in c], 1)
+            bias = np.concatenate([array(m.bias) for m in a + c])
             if i == 0:
                 self.weights.append((np.concatenate([wa, wc], 1), bias))
                 continue
@@ -126,10 +133,7 @@ class _SideBySide:
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the actor's head outputs side by side, V(s))."""
-        if self.one_hot:
-            x = np.eye(self.one_hot, dtype=np.float32)[obs.astype(np.int64)]
-        else:
-            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+        x = encode(obs, self.one_hot)
         for k, (w, bias) in enumerate(self.weights):
             x = x @ w + bias
             if k < len(self.weights) - 1 and self.activation is not None:
@@ -168,6 +172,7 @@ class NumpyPolicy:
         self.rng = rng
         actor = actor_of(model)
         self.actor = actor
+        self.noise: np.ndarray | None = None  # gSDE's theta per env, while held
         self.body = _Body(actor.encoder, actor.body)
         self.critic_body = self.value_head = None
         if isinstance(model, ActorCritic):
@@ -181,15 +186,14 @@ class NumpyPolicy:
         else:
             heads = [actor.mean]
             if actor.std_mode == "parameter":
-                self.log_std = _array(actor.log_std)
+                self.log_std = array(actor.log_std)
             elif actor.std_mode == "gsde":
-                self.gsde_log_std = _array(actor.log_std)
-                self.noise: np.ndarray | None = None
+                self.gsde_log_std = array(actor.log_std)
                 self.noise_age, self.gsde_sample_every = 0, actor.gsde_sample_every
             else:
                 heads.append(actor.log_std_head)
             if actor.squash == "tanh":
-                self.loc, self.scale = _array(actor.loc), _array(actor.scale)
+                self.loc, self.scale = array(actor.loc), array(actor.scale)
         self.heads = [_Linear(head) for head in heads]
         self.head_splits = list(np.cumsum([head.out_features for head in heads])[:-1])
         self.side_by_side = (
@@ -247,7 +251,7 @@ class NumpyPolicy:
         if deterministic:
             eps = np.zeros_like(mean)
         else:
-            if self.noise is None or len(self.noise) != n or 0 < every <= self.noise_age:
+            if gsde_noise_due(self.noise, n, self.noise_age, every):
                 sigma = np.exp(self.gsde_log_std)
                 shape = (n, *sigma.shape)
                 self.noise = sigma * self.rng.standard_normal(shape, dtype=np.float32)

@@ -25,7 +25,7 @@ these sit in every environment step and every minibatch (tests check them agains
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Literal
 
 import gymnasium as gym
@@ -415,8 +415,7 @@ class GaussianPolicy(Policy):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         if self.std_mode == "gsde" and not deterministic:
             features = self.body(self.encoder(obs))
-            every = self.gsde_sample_every
-            if self.noise is None or len(self.noise) != len(obs) or 0 < every <= self.noise_age:
+            if gsde_noise_due(self.noise, len(obs), self.noise_age, self.gsde_sample_every):
                 self.reset_noise(len(obs))
             self.noise_age += 1
             action = self.mean(features) + torch.einsum("bi,bij->bj", features, self.noise)
@@ -432,6 +431,12 @@ class GaussianPolicy(Policy):
 
 
 GSDE_EPS = 1e-6
+
+
+def gsde_noise_due(noise: Sized | None, n: int, age: int, every: int) -> bool:
+    """Whether gSDE must draw new exploration matrices for ``n`` envs: none held, held for a
+    different number of envs, or held ``every`` steps already (``every`` > 0)."""
+    return noise is None or len(noise) != n or 0 < every <= age
 
 
 def gsde_variance(features: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -171,9 +171,9 @@ class _Stepper:
             self.model_key, self.fast = key, NumpyPolicy.of(model, self.rng)
         elif self.fast is not None:
             self.fast.refresh()
-        actor = _gsde_actor(model)
-        if self.fast is None and actor is not None:
-            actor.noise = None  # new exploration matrices for this rollout
+        self.gsde_actor = _gsde_actor(model)
+        if self.fast is None and self.gsde_actor is not None:
+            self.gsde_actor.noise = None  # new exploration matrices for this rollout
 
     def act(
         self, obs: np.ndarray, deterministic: bool
@@ -183,11 +183,10 @@ class _Stepper:
             return self.fast(np.asarray(obs), deterministic)
         obs = torch.from_numpy(np.asarray(obs, dtype=np.float32))
         dist, value = self.model(obs)
-        actor = _gsde_actor(self.model)
         if deterministic:
             action = mode(dist)
-        elif actor is not None:  # the held exploration matrices
-            action = actor.act(obs).flatten(1)
+        elif self.gsde_actor is not None:  # the held exploration matrices
+            action = self.gsde_actor.act(obs).flatten(1)
         else:
             action = dist.sample()
         log_prob = dist.log_prob(action).numpy()

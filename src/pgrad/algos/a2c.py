@@ -73,13 +73,14 @@ def loss(
     actions: torch.Tensor,
     advantages: torch.Tensor,
     targets: torch.Tensor,
+    backprop: ActorCriticBackprop | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The A2C loss of ``model`` on a set of transitions, by autograd, and its parts."""
+    """The A2C loss of ``model`` on a set of transitions, and its parts: by autograd, or with
+    ``backprop`` (for ``model``) by hand, its gradient then left in the flat buffer."""
     if config.normalize_advantage:
         advantages = normalize(advantages)
-    total, parts, _ = actor_critic_loss(
-        model, obs, actions, advantages, targets, coefficients(config)
-    )
+    objective = backprop or partial(actor_critic_loss, model)
+    total, parts, _ = objective(obs, actions, advantages, targets, coefficients(config))
     return total, parts
 
 
@@ -97,12 +98,8 @@ def gradient(
     obs, actions, advantages, targets, values = batch.valid(
         batch.obs, batch.actions, advantages, targets, batch.values
     )
-    if config.normalize_advantage:
-        advantages = normalize(advantages)
-    loss = backprop or partial(actor_critic_loss, model)
-    total, parts, _ = loss(obs, actions, advantages, targets, coefficients(config))
-    computed = backprop is not None
-    grad_norm = flat.gradient(total, config.max_grad_norm, parts, computed)
+    total, parts = loss(model, config, obs, actions, advantages, targets, backprop)
+    grad_norm = flat.gradient(total, config.max_grad_norm, parts, computed=backprop is not None)
     return {
         **{k: v.item() for k, v in parts.items()},
         "explained_variance": explained_variance(values, targets),
