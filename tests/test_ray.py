@@ -10,6 +10,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from pgrad.agent import evaluate  # noqa: E402
 from pgrad.algos.a2c import A2C, A2CConfig  # noqa: E402
 from pgrad.algos.a3c import A3CConfig  # noqa: E402
 from pgrad.algos.ppo import PPO, PPOConfig  # noqa: E402
@@ -82,21 +83,24 @@ def _a3c(steps: int) -> RayA3C:
 
 
 def test_asynchronous_mode_trains_cartpole():
-    """Threshold: a random policy's episodes last ~22 steps; the single-process A2C with the
-    same settings (8 envs x 5 steps) averages ~100-150 at 20k steps. Async training past 60
-    rules out a sign error, stale weights or dropped gradients without a long run."""
-    algo = _a3c(20_000)
+    """Threshold: the untrained policy's episodes last ~22 steps (acting stochastically), and
+    with the policy-gradient sign flipped, ~9. After 30k steps of async A2C (8 envs x 5 steps),
+    20 sampled-action episodes averaged 85-438 over 8 local runs; applying zero gradients left
+    them at 21-26 and flipping the advantage's sign at 9.5. The training episodes' own returns
+    are not used: gradients arrive in the scheduler's order, and once the policy is good few
+    episodes end in a short window (a CI run once averaged 57 over the last 8)."""
+    algo = _a3c(30_000)
     rows = []
     try:
-        while algo.steps < 20_000:
+        while algo.steps < 30_000:
             rows.append(algo.iterate())
     finally:
         algo.close()
     lags = [r["policy_lag"] for r in rows]
     assert min(lags) == 0 and max(lags) >= 1  # two workers: some gradients are one version old
     assert algo.version == sum(1 for r in rows if r["grad_norm"] == r["grad_norm"])
-    returns = [r["episode_return"] for r in rows[-40:] if r["episodes"]]
-    assert sum(returns) / len(returns) > 60
+    returns = evaluate(algo.model, "CartPole-v1", episodes=30, seed=123, deterministic=False)
+    assert returns.mean() > 45
 
 
 def test_a_killed_worker_is_replaced_and_training_goes_on():
