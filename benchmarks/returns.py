@@ -6,6 +6,10 @@
 Each (row, library, seed) trains for the row's step budget with one torch thread, then evaluates
 10 deterministic episodes (SB3: ``evaluate_policy`` on a fresh env seeded ``seed + 10000``,
 observation statistics frozen where the row normalises; pgrad: its own final evaluation).
+With ``--eval-episodes N``, each trained policy is also evaluated on N more deterministic
+episodes whose start states are the same for every library and seed (episode i starts from
+``reset(seed=COMMON_EVAL_SEED + i)``): on envs whose episodes vary a lot (Acrobot: std ~15 per
+episode) 10 episodes from differently seeded envs leave ~5 of noise in each seed's figure.
 Runs go ``--workers`` at a time. Prints a Markdown table: mean ± std over seeds of the final
 evaluation, the per-seed values, median training wall time and median SPS.
 """
@@ -18,7 +22,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from typing import Any
 
@@ -202,16 +208,46 @@ ROWS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_pgrad(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+COMMON_EVAL_SEED = 1_000_000
+
+
+def common_evaluation(env_id: str, act: Callable[[Any], Any], episodes: int) -> float:
+    """Mean undiscounted return of ``episodes`` episodes of ``act`` (observation -> action),
+    episode i from ``reset(seed=COMMON_EVAL_SEED + i)``: the same start states for everyone."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=COMMON_EVAL_SEED + i)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return statistics.mean(returns)
+
+
+def run_pgrad(
+    row: str, seed: int, steps: int | None = None, eval_episodes: int = 0
+) -> dict[str, Any]:
     import pgrad
 
     spec = ROWS[row]
+    extra = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = pgrad.train(
             spec["algo"], spec["env"], steps=steps or spec["steps"], seed=seed, run_dir=f"{tmp}/r"
         )
         summary = run.summary
+        if eval_episodes:
+            agent = pgrad.load(run.path)
+            act = partial(agent.act, deterministic=True)
+            extra["common_return"] = common_evaluation(spec["env"], act, eval_episodes)
     return {
+        **extra,
         "row": row,
         "library": "pgrad",
         "seed": seed,
@@ -222,7 +258,9 @@ def run_pgrad(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
     }
 
 
-def run_sb3(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+def run_sb3(
+    row: str, seed: int, steps: int | None = None, eval_episodes: int = 0
+) -> dict[str, Any]:
     import torch
     from stable_baselines3 import A2C, PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
@@ -251,7 +289,17 @@ def run_sb3(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
         eval_env.obs_rms = env.obs_rms
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    extra = {}
+    if eval_episodes:
+
+        def act(obs: Any) -> Any:
+            if normalize:
+                obs = eval_env.normalize_obs(obs)
+            return model.predict(obs, deterministic=True)[0]
+
+        extra["common_return"] = common_evaluation(spec["env"], act, eval_episodes)
     return {
+        **extra,
         "row": row,
         "library": "sb3",
         "seed": seed,
@@ -262,9 +310,9 @@ def run_sb3(row: str, seed: int, steps: int | None = None) -> dict[str, Any]:
     }
 
 
-def run(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
-    library, row, seed, steps = job
-    return (run_pgrad if library == "pgrad" else run_sb3)(row, seed, steps)
+def run(job: tuple[str, str, int, int | None, int]) -> dict[str, Any]:
+    library, row, seed, steps, eval_episodes = job
+    return (run_pgrad if library == "pgrad" else run_sb3)(row, seed, steps, eval_episodes)
 
 
 def main() -> None:
@@ -278,11 +326,17 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, help="override every row's step budget")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=0,
+        help="also evaluate every policy on this many episodes with common start states",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     jobs = [
-        (lib, row, seed, args.steps)
+        (lib, row, seed, args.steps, args.eval_episodes)
         for row in args.rows
         for seed in args.seeds
         for lib in args.libraries
@@ -294,29 +348,36 @@ def main() -> None:
         print(json.dumps(results, indent=2))
     machine = platform.processor() or platform.machine()
     print(f"\nMachine: {machine}, {args.workers} runs at a time, 1 torch thread each\n")
+    common = f" | {args.eval_episodes} common episodes: mean ± std | per seed" * bool(
+        args.eval_episodes
+    )
     print(
         "| algo | env | steps | library | final eval (mean ± std over seeds) | per seed"
-        " | median train time (s) | median SPS |"
+        f"{common} | median train time (s) | median SPS |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---" * (8 + 2 * bool(args.eval_episodes)) + "|")
     for row in args.rows:
         for lib in args.libraries:
             rs = [r for r in results if r["row"] == row and r["library"] == lib]
             if not rs:
                 continue
-            values = [r["return"] for r in rs]
-            spread = statistics.pstdev(values) if len(values) > 1 else 0.0
             cells = [
                 ROWS[row]["algo"],
                 ROWS[row]["env"],
                 f"{args.steps or ROWS[row]['steps']:,}",
                 lib,
-                f"{statistics.mean(values):.1f} ± {spread:.1f}",
-                ", ".join(f"{v:.1f}" for v in values),
+                *_spread([r["return"] for r in rs]),
+                *(_spread([r["common_return"] for r in rs]) if args.eval_episodes else []),
                 f"{statistics.median(r['train_time_s'] for r in rs):.0f}",
                 f"{statistics.median(r['sps'] for r in rs):,.0f}",
             ]
             print("| " + " | ".join(cells) + " |")
+
+
+def _spread(values: list[float]) -> list[str]:
+    """Table cells: mean ± (population) std over seeds, and the per-seed values."""
+    spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return [f"{statistics.mean(values):.1f} ± {spread:.1f}", ", ".join(f"{v:.1f}" for v in values)]
 
 
 if __name__ == "__main__":
