@@ -4,6 +4,7 @@ import copy
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from pgrad.algos.common import FlatParameters, make_optimizer, optimizer_step
@@ -74,11 +75,19 @@ def test_mlp_forward_equals_calling_its_layers_in_order():
         assert torch.equal(net(x), expected)
 
 
-def test_optimizer_step_is_adams_step_and_keeps_hooks():
+def _not_called() -> None:
+    raise AssertionError("Optimizer.step was called")
+
+
+@pytest.mark.parametrize(
+    ("name", "buffers"),
+    [("adam", ("step", "exp_avg", "exp_avg_sq")), ("rmsprop", ("step", "square_avg"))],
+)
+def test_optimizer_step_is_the_optimizers_step_and_keeps_hooks(name, buffers):
     obs = torch.randn(4, 3)
     models = [_model(), _model()]
     flats = [FlatParameters(m) for m in models]
-    optimizers = [make_optimizer("adam", [f.param], lr=0.01, eps=1e-5) for f in flats]
+    optimizers = [make_optimizer(name, [f.param], lr=0.01, eps=1e-5) for f in flats]
     for step in range(5):
         for i, (model, flat, optimizer) in enumerate(zip(models, flats, optimizers, strict=True)):
             flat.gradient(_loss(model, obs * (step + 1)), 0.5)
@@ -86,13 +95,15 @@ def test_optimizer_step_is_adams_step_and_keeps_hooks():
                 optimizer.step()
             else:
                 optimizer_step(optimizer)
+                optimizer.step = _not_called  # from the second step on: the functional form
             for group in optimizer.param_groups:
                 group["lr"] = 0.01 / (step + 1)  # a schedule, as set_learning_rate does
-    assert torch.equal(flats[0].param, flats[1].param)  # bit for bit: the same fused kernel
+    assert torch.equal(flats[0].param, flats[1].param)  # bit for bit: the same kernels
     s0, s1 = (o.state[f.param] for o, f in zip(optimizers, flats, strict=True))
-    assert all(torch.equal(s0[k], s1[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert all(torch.equal(s0[k], s1[k]) for k in buffers)
     assert float(s1["step"]) == 5
 
+    del optimizers[1].step
     calls = []
     optimizers[1].register_step_post_hook(lambda *args: calls.append(1))
     flats[1].gradient(_loss(models[1], obs), 0.5)
