@@ -22,6 +22,9 @@ class ActorCriticConfig(A2CConfig):
     n_steps: int = 1
     learning_rate: float = 1e-3
     entropy_coef: float = 0.0
+    max_grad_norm: float | None = None
+    """No clipping by default: on CartPole, clipping every one-step update's joint gradient at
+    0.5 (A2C's default) left 6 of 12 seeds unsolved at 500k steps, unclipped 3 of 12."""
 
     def check(self) -> None:
         super().check()
