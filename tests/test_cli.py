@@ -117,3 +117,52 @@ def test_config_file_and_set_precedence(monkeypatch, capsys, tmp_path):
     assert resolved["learning_rate"] == 0.02 and resolved["gamma"] == 0.9
     assert resolved["hidden_sizes"] == [16] and resolved["steps"] == 200
     assert resolved["algo"] == "reinforce" and resolved["env"] == "CartPole-v1"
+
+
+CHAIN_ENV = '''
+import gymnasium as gym
+import numpy as np
+
+
+class Chain(gym.Env):
+    """Walk right along 4 cells; reward 1 on reaching the end."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cell = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.cell = max(0, self.cell + (1 if action == 1 else -1))
+        done = self.cell == 3
+        return np.array([self.cell / 3], np.float32), float(done), done, False, {}
+
+
+gym.register("Chain-v0", entry_point=Chain, max_episode_steps=20)
+'''
+
+
+def test_a_custom_env_module_in_the_working_directory_is_found(tmp_path):
+    """``--env module:EnvId`` through the installed console script, run where ``module.py``
+    lies, with no PYTHONPATH: the module is imported as ``python -m`` would find it."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    (tmp_path / "myenvs.py").write_text(CHAIN_ENV)
+    script = Path(sys.executable).with_name("pgrad")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def pgrad(*args):
+        return subprocess.run([str(script), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    train = pgrad("train", "reinforce", "--env", "myenvs:Chain-v0", "--steps", "400",
+                  "--run-dir", "run")  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    evaluation = pgrad("eval", "run", "--episodes", "2", "--json")
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert json.loads(evaluation.stdout)["episodes"] == 2

@@ -109,3 +109,51 @@ def test_optimizer_step_is_the_optimizers_step_and_keeps_hooks(name, buffers):
     flats[1].gradient(_loss(models[1], obs), 0.5)
     optimizer_step(optimizers[1])
     assert calls == [1]  # a registered hook runs: the plain step was taken
+
+
+def _changed_signature(*args, **kwargs):
+    raise TypeError("unexpected keyword argument 'beta1'")  # as a renamed parameter would
+
+
+def _wrong_rule(params, grads, *args, **kwargs):
+    params[0].data.add_(1.0)  # runs, but is not the optimizer's update
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("adam", "signature"),
+        ("adam", "rule"),
+        ("adam", "missing"),
+        ("rmsprop", "signature"),
+        ("rmsprop", "rule"),
+        ("rmsprop", "missing"),
+        ("adam", "no global hook lists"),
+        ("rmsprop", "no global hook lists"),
+    ],
+)
+def test_optimizer_step_falls_back_to_step_when_torch_internals_differ(monkeypatch, name, change):
+    """On a torch whose functional optimizers or hook lists are not the ones the fast step
+    calls (simulated in pgrad's view of torch, so torch's own ``step`` is untouched), every
+    step is ``optimizer.step()``'s, bit for bit, and nothing raises."""
+    from types import SimpleNamespace
+
+    from pgrad.algos import common
+
+    monkeypatch.setattr(common, "_AGREES", {}, raising=False)
+    functional = {"signature": _changed_signature, "rule": _wrong_rule}.get(change)
+    if change == "no global hook lists":
+        monkeypatch.setattr(common, "torch_optimizer", SimpleNamespace())
+    else:  # the module pgrad calls, with ``name`` changed or gone
+        fake = SimpleNamespace(**({name: functional} if functional else {}))
+        monkeypatch.setattr(common, name, fake)
+    obs = torch.randn(4, 3)
+    models = [_model(), _model()]
+    flats = [FlatParameters(m) for m in models]
+    optimizers = [make_optimizer(name, [f.param], lr=0.01, eps=1e-5) for f in flats]
+    for step in range(4):
+        for i, (model, flat, optimizer) in enumerate(zip(models, flats, optimizers, strict=True)):
+            flat.gradient(_loss(model, obs * (step + 1)), 0.5)
+            optimizer.step() if i == 0 else optimizer_step(optimizer)
+    assert torch.equal(flats[0].param, flats[1].param)
+    assert common._AGREES.get(type(optimizers[1]), False) is False

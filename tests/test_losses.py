@@ -108,3 +108,15 @@ def test_explained_variance_hand_worked():
     assert explained_variance(
         targets - torch.tensor([1.0, -1.0, 1.0, -1.0]), targets
     ) == pytest.approx(0.2)
+
+
+def test_clipped_value_loss_passes_no_gradient_into_the_old_values():
+    values = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    old_values = torch.tensor([0.0, 2.1, 2.0], requires_grad=True)  # a critic's own output
+    targets = torch.tensor([3.0, 2.0, 0.0])
+    value_loss(values, targets, old_values, clip_range=0.5).backward()
+    assert old_values.grad is None
+    # Row 0: V - V_old = 1 > 0.5, so the clipped branch V_old + 0.5 = 0.5 has the larger error
+    # (2.5^2 > 2^2) and is chosen: its gradient wrt V is 0. Row 1: |0.1| < 0.5, the branches
+    # coincide: 2 (V - target) / 3 = 0. Row 2: clipped 2.5 gives 6.25 < 9: 2 * 3 / 3 = 2.
+    assert values.grad.tolist() == pytest.approx([0.0, 0.0, 2.0])

@@ -203,3 +203,20 @@ def test_make_policy_picks_the_family_from_the_action_space():
 def test_unsupported_spaces_are_named(obs_space, action_space, message):
     with pytest.raises(UnsupportedSpaceError, match=message):
         make_policy(obs_space, action_space)
+
+
+def test_categorical_with_masked_actions_is_finite():
+    """A logit of -inf (a masked action) has probability 0: entropy over the allowed actions
+    only, finite log-probs and gradients for them."""
+    logits = torch.tensor([[0.0, -math.inf, math.log(3.0)], [-math.inf, 1.0, 1.0]],
+                          requires_grad=True)  # fmt: skip
+    dist = Categorical(logits)
+    p = torch.tensor([[0.25, 0.0, 0.75], [0.0, 0.5, 0.5]], dtype=torch.float64)
+    by_hand = -(p * torch.where(p > 0, p.log(), 0.0)).sum(-1)  # 0 log 0 = 0
+    entropy = dist.entropy()
+    torch.testing.assert_close(entropy.double(), by_hand, rtol=1e-6, atol=1e-6)
+    log_prob = dist.log_prob(torch.tensor([2, 1]))
+    torch.testing.assert_close(log_prob.double(), torch.tensor([0.75, 0.5]).double().log())
+    (entropy.sum() + log_prob.sum()).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0

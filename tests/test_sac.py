@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -52,6 +53,115 @@ def test_alpha_falls_when_entropy_is_above_the_target_and_rises_below(entropy, d
     temperature_loss(log_alpha, log_prob, target_entropy=-1.0).backward()
     optimizer.step()
     assert math.copysign(1, log_alpha.item()) == direction
+
+
+class _Box(gym.Env):
+    """Observations in R^3, two actions in [low, high]: only the spaces matter here."""
+
+    def __init__(self, low, high):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_space = gym.spaces.Box(np.float32(low), np.float32(high), (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+# The bounds +-1, the Pendulum-like +-2 (log scale = log 2 per dimension), and scales 5 and 0.5
+# with a shifted centre (sum_i log scale_i = log 2.5).
+BOUNDS = [(-1.0, 1.0), (-2.0, 2.0), ([-5.0, 0.0], [5.0, 1.0])]
+
+
+def _sac_on(low, high) -> SAC:
+    """A SAC whose networks are the same whatever the bounds (torch seeded before building)."""
+    envs = gym.vector.SyncVectorEnv([lambda: _Box(low, high)])
+    torch.manual_seed(0)
+    return SAC(SACConfig(steps=1000, hidden_sizes=(16, 16), alpha_init=0.5), envs, seed=0)
+
+
+def _batch(n: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "obs": torch.randn(n, 3, generator=g),
+        "actions": torch.rand(n, 2, generator=g) * 2 - 1,  # stored in [-1, 1] units
+        "rewards": torch.randn(n, generator=g),
+        "next_obs": torch.randn(n, 3, generator=g),
+        "terminated": (torch.rand(n, generator=g) < 0.2).float(),
+    }
+
+
+def _unit_log_density(dist, u: torch.Tensor) -> np.ndarray:
+    """log p(y), y = tanh(u) in [-1, 1]: sum_i [log N(u_i; mean_i, std_i) - log(1 - tanh(u_i)^2)],
+    worked in float64 NumPy from the policy's mean and log std, with no ``scale`` anywhere."""
+    mean, log_std = dist.base.mean.detach().double().numpy(), dist.base.log_std.detach().double()
+    u, log_std = u.detach().double().numpy(), log_std.numpy()
+    log_normal = -0.5 * ((u - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return (log_normal - np.log(1.0 - np.tanh(u) ** 2)).sum(-1)
+
+
+def _noise_of_update(sac: SAC, batch: dict[str, torch.Tensor], seed: int):
+    """The u ~ N(mean, std) that ``update`` draws after ``torch.manual_seed(seed)``, in its order
+    (pi(.|s) for the actor and temperature losses, then pi(.|s') for the soft target)."""
+    dist = sac.model.actor.distribution(batch["obs"])
+    next_dist = sac.model.actor.distribution(batch["next_obs"])
+    torch.manual_seed(seed)
+    u, next_u = dist.base.rsample(), next_dist.base.rsample()
+    return _unit_log_density(dist, u), u, _unit_log_density(next_dist, next_u), next_u
+
+
+@pytest.mark.parametrize(("low", "high"), BOUNDS)
+def test_the_temperature_gradient_vanishes_at_the_target_entropy_in_unit_units(low, high):
+    """H_target is an entropy of the action in [-1, 1]: a policy whose [-1, 1] entropy on the
+    batch equals it leaves d(temperature loss)/d(log alpha) = -(E[log pi] + H_target) at 0,
+    whatever the bounds (with log pi of the bounded action it would be sum_i log scale_i)."""
+    sac, batch = _sac_on(low, high), _batch()
+    log_p, *_ = _noise_of_update(sac, batch, seed=1)
+    sac.target_entropy = float(-log_p.mean())
+    torch.manual_seed(1)
+    row = dict(zip(SAC.METRICS, sac.update(batch).tolist(), strict=True))
+    assert abs(sac.model.log_alpha.grad.item()) < 1e-5
+    assert row["entropy"] == pytest.approx(-log_p.mean(), abs=1e-5)
+
+
+@pytest.mark.parametrize(("low", "high"), BOUNDS)
+def test_soft_target_actor_and_temperature_losses_use_the_unit_log_pi(low, high):
+    """The three losses against a float64 recomputation from the same u, with log pi(y|s) of
+    y = tanh(u) in [-1, 1] (the critics' units too) and alpha = 0.5, gamma = 0.99."""
+    sac, batch = _sac_on(low, high), _batch()
+    log_p, u, next_log_p, next_u = _noise_of_update(sac, batch, seed=1)
+    alpha, gamma, h_target = 0.5, sac.config.gamma, sac.target_entropy
+    with torch.no_grad():
+        next_q = torch.minimum(*sac.model.targets(batch["next_obs"], torch.tanh(next_u)))
+        q1, q2 = (q.double().numpy() for q in sac.model.critics(batch["obs"], batch["actions"]))
+    r, done = batch["rewards"].double().numpy(), batch["terminated"].double().numpy()
+    y = r + gamma * (1 - done) * (next_q.double().numpy() - alpha * next_log_p)
+    critic_loss = 0.5 * (np.mean((q1 - y) ** 2) + np.mean((q2 - y) ** 2))
+    torch.manual_seed(1)
+    row = dict(zip(SAC.METRICS, sac.update(batch).tolist(), strict=True))
+    assert row["critic_loss"] == pytest.approx(critic_loss, rel=1e-5)
+    alpha_loss = -math.log(alpha) * (log_p.mean() + h_target)
+    assert row["alpha_loss"] == pytest.approx(alpha_loss, abs=1e-5)
+    with torch.no_grad():  # the actor loss sees the critics after their step, as ``update`` does
+        q_pi = torch.minimum(*sac.model.critics(batch["obs"], torch.tanh(u))).double().numpy()
+    assert row["actor_loss"] == pytest.approx(np.mean(alpha * log_p - q_pi), rel=1e-5, abs=1e-5)
+
+
+def test_a_sac_update_does_not_depend_on_the_action_bounds():
+    """Same networks, batch (stored in [-1, 1] units) and noise: the same losses, alpha and
+    parameters after the step for every Box, so a target entropy means the same on each."""
+    results = []
+    for low, high in BOUNDS:
+        sac = _sac_on(low, high)
+        torch.manual_seed(1)
+        row = sac.update(_batch())
+        results.append((row, sac.actor_params.param.detach(), sac.critic_params.param.detach(),
+                         sac.model.log_alpha.detach()))  # fmt: skip
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_buffer_skips_autoreset_steps_and_keeps_truncations_bootstrappable():

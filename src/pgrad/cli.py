@@ -129,8 +129,8 @@ def evaluate(
 def export_policy(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     format_: Annotated[
-        str, typer.Option("--format", help="torchscript or onnx (needs pgrad[export]).")
-    ] = "torchscript",
+        str, typer.Option("--format", help="pt2 (torch.export) or onnx (needs pgrad[export]).")
+    ] = "pt2",
     out: Annotated[Path | None, typer.Option(help="File to write (default: in RUN_DIR).")] = None,
 ) -> None:
     """Export the latest policy: observations (normalisation included) -> deterministic actions."""

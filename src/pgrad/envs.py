@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from typing import Literal
 
 import gymnasium as gym
@@ -59,10 +61,14 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registered spec of ``env_id``, or a one-line error with close matches.
 
     ``module:EnvId`` imports ``module`` first (where a custom env registers itself), as
-    ``gymnasium.make`` does; worker processes are given the same string.
+    ``gymnasium.make`` does, and finds it as ``python -m`` would: the working directory comes
+    first on ``sys.path`` (the ``pgrad`` console script leaves it off). Worker processes are
+    given the same string and inherit ``sys.path``.
     """
     if ":" in env_id:
         module, env_id = env_id.split(":", 1)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             importlib.import_module(module)
         except ImportError as e:

@@ -1,17 +1,25 @@
-"""``pgrad export``: a trained policy as a standalone TorchScript or ONNX file.
+"""``pgrad export``: a trained policy as a standalone ``torch.export`` program or ONNX file.
 
-The exported function maps a batch of raw observations to the deterministic actions
-``Agent.act(obs, deterministic=True)`` returns: observation normalisation with the saved
+The exported function maps a batch of raw observations, of any batch size, to the deterministic
+actions ``Agent.act(obs, deterministic=True)`` returns: observation normalisation with the saved
 statistics (as Gymnasium's ``NormalizeObservation`` computes it, in float64), the policy network,
 argmax / mean / squashed mean, and clipping to a ``Box`` action space's bounds.
+
+Run a ``.pt2`` file with ``torch.export.load(path).module()(obs)``, an ``.onnx`` file with
+``onnxruntime.InferenceSession(path).run(None, {"obs": obs})``.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,8 +27,8 @@ from pgrad.agent import Agent, load, normalize_observations
 from pgrad.errors import PgradError
 from pgrad.policies import actor_of
 
-Format = Literal["torchscript", "onnx"]
-SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+Format = Literal["pt2", "onnx"]
+SUFFIX = {"pt2": ".pt2", "onnx": ".onnx"}
 
 
 class DeterministicPolicy(nn.Module):
@@ -52,27 +60,68 @@ class DeterministicPolicy(nn.Module):
 
 def export(run_dir: str | Path, format: Format, out: str | Path | None = None) -> Path:
     """Write the run's latest policy as ``format``; returns the file written."""
-    if format not in SUFFIX:
-        raise PgradError(f"unknown export format {format!r}; expected one of {list(SUFFIX)}")
-    agent = load(run_dir)
+    format = _checked(format)
+    out = Path(out) if out is not None else Path(run_dir) / f"policy{SUFFIX[format]}"
+    return export_agent(load(run_dir), format, out)
+
+
+def export_agent(agent: Agent, format: Format, out: str | Path) -> Path:
+    """Write ``agent``'s ``DeterministicPolicy`` to ``out`` as ``format``, batch size dynamic."""
+    format = _checked(format)
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401  (torch's exporter needs both at run time)
+            import onnxscript  # noqa: F401
+        except ModuleNotFoundError:
+            raise PgradError(
+                "ONNX export needs the onnx and onnxscript packages: pip install 'pgrad[export]'"
+            ) from None
     policy = DeterministicPolicy(agent).eval().requires_grad_(False)
     space = agent.observation_space
-    example = torch.as_tensor(space.sample()[None])
+    # Two observations: torch.export would specialise a batch dimension of size 1.
+    example = torch.as_tensor(np.stack([space.sample(), space.sample()]))
     if not isinstance(space, gym.spaces.Discrete):
         example = example.float()
-    out = Path(out) if out is not None else Path(run_dir) / f"policy{SUFFIX[format]}"
-    with torch.no_grad():
-        if format == "torchscript":
-            torch.jit.trace(policy, example).save(str(out))
-        else:
-            try:
-                import onnx  # noqa: F401  (torch's exporter needs it at run time)
-            except ModuleNotFoundError:
-                raise PgradError(
-                    "ONNX export needs the onnx package: pip install 'pgrad[export]'"
-                ) from None
+    batch = {"obs": {0: torch.export.Dim("batch")}}
+    with torch.no_grad():  # so the policy's own no_grad adds no grad-mode switches to the graph
+        program = torch.export.export(policy, (example,), dynamic_shapes=batch)
+    if format == "onnx":
+        with _quiet_onnx_exporter():
             torch.onnx.export(
-                policy, (example,), str(out), dynamo=False, input_names=["obs"],
-                output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+                program, (example,), out, dynamo=True, input_names=["obs"],
+                output_names=["action"], external_data=False, verbose=False,
             )  # fmt: skip
-    return out
+    else:
+        torch.export.save(program, out)
+    return Path(out)
+
+
+def _checked(format: str) -> Format:
+    """``format``, with ``"torchscript"`` read as ``"pt2"``: pgrad no longer writes TorchScript,
+    which PyTorch deprecates."""
+    if format == "torchscript":
+        warnings.warn(
+            "export format 'torchscript' is deprecated: pgrad now writes a torch.export program "
+            "(.pt2; run it with torch.export.load(path).module()); use format 'pt2'",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return "pt2"
+    if format not in SUFFIX:
+        raise PgradError(f"unknown export format {format!r}; expected one of {list(SUFFIX)}")
+    return format  # type: ignore[return-value]
+
+
+@contextmanager
+def _quiet_onnx_exporter() -> Iterator[None]:
+    """Silence what torch 2.13's ONNX exporter says about its own internals ("torchvision is not
+    installed", a deprecated pytree check): nothing a pgrad user can act on."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
+            yield
+    finally:
+        log.setLevel(level)

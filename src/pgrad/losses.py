@@ -50,13 +50,14 @@ def value_loss(
 
     With ``old_values`` and ``clip_range`` (PPO's value clipping), the pessimistic
     mean_t[ max((V - target)^2, (V_old + clip(V - V_old, -eps, eps) - target)^2) ].
-    Targets are detached.
+    Targets and V_old are detached: the gradient reaches only V(s_t).
     """
     targets = targets.detach()
     loss = (values - targets) ** 2
     if clip_range is not None:
         if old_values is None:
             raise ValueError("value clipping needs old_values")
+        old_values = old_values.detach()
         clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
         loss = torch.maximum(loss, (clipped - targets) ** 2)
     return loss.mean()
@@ -89,6 +90,13 @@ def kl_estimate(log_ratio: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
         k1 = log_ratio                      unbiased, can be negative
         k2 = log_ratio^2 / 2                biased, never negative
         k3 = (r - 1) - log r, r = q/pi      unbiased, never negative (r - 1 >= log r)
+
+    "Unbiased" is of the KL's *value*: E_{a~pi}[k] = KL(pi || q). It says nothing of a gradient.
+    As a reward -beta k weighting grad log pi (with k held fixed), only k1 gives the KL's
+    gradient in expectation: the dropped E[grad k] is E[grad log pi] = 0 for k1 but
+    -E_q[grad log pi] != 0 for k3, so RLHF's reward uses k1 (``rlhf.rl.Trainer.rewards``).
+    Differentiated as a loss on samples from pi_old, k3 of log pi_theta - log q has expected
+    gradient grad KL(q || pi_theta), the reverse KL (``rlhf.rl.kl_loss``).
 
     ``approx_kl`` is the mean of k3 with pi and q swapped (KL(pi_old || pi_theta) on samples
     from pi_old).

@@ -165,7 +165,10 @@ class Categorical:
         return self.log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
-        return -(self.probs * self.log_probs).sum(-1)
+        # A masked action (logit -inf) has pi = 0 and adds 0 log 0 = 0; the clamp keeps
+        # 0 * -inf from becoming NaN, in the value and in its gradient.
+        log_probs = self.log_probs.clamp(min=torch.finfo(self.log_probs.dtype).min)
+        return -(self.probs * log_probs).sum(-1)
 
     @property
     def mode(self) -> torch.Tensor:
@@ -351,9 +354,10 @@ class GaussianPolicy(Policy):
     a linear function of the body's features z(s), a = mu(s) + theta^T z(s), with a matrix
     theta ~ N(0, sigma_ij^2) (sigma = exp(log_std), a learned features x actions matrix) drawn
     per env and held for several steps (``reset_noise``), so exploration is smooth in time.
-    For one draw of theta, a given s is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2 sigma_ij^2 (+1e-6),
-    which is the density ``log_prob`` uses; z is detached there, so the variance trains sigma
-    only, as in Stable-Baselines3.
+    For one draw of theta the action at s is deterministic, mu(s) + theta^T z(s); over draws of
+    theta it is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2 sigma_ij^2 (+1e-6), and that marginal is
+    the density ``log_prob`` uses (as Stable-Baselines3 does). z is detached there, so the
+    variance trains sigma only.
     ``squash="tanh"`` maps actions into the ``Box`` bounds ``[low, high]`` (scale = (high-low)/2,
     loc = (high+low)/2). Unsquashed actions may fall outside the bounds: they are clipped by the
     env wrapper when sent to the env, never here, so ``log_prob`` stays the Gaussian's.

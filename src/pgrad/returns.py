@@ -127,8 +127,10 @@ def gae(
     """Generalised advantage estimates A_t = sum_{k>=0} (gamma lambda)^k delta_{t+k}.
 
     Recursively A_t = delta_t + gamma lambda A_{t+1} inside an episode, A_t = delta_t at its
-    last step. lambda = 0 gives the TD errors; lambda = 1 gives G_t - V(s_t) with G_t the
-    (bootstrapped) reward-to-go. Value targets are A_t + V(s_t).
+    last step. lambda = 0 gives the TD errors. lambda = 1 gives G_t - V(s_t), G_t the
+    reward-to-go bootstrapped at the rollout's end, when ``next_values[t] = values[t + 1]``
+    inside an episode (the V terms then telescope; a critic evaluated differently at s_{t+1}
+    leaves their differences in). Value targets are A_t + V(s_t).
     """
     deltas = td_errors(rewards, values, next_values, terminated, gamma)
     delta, term, trunc = _numpy(deltas, terminated, truncated)

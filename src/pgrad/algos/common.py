@@ -262,51 +262,91 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     ``Optimizer.step``'s per-call machinery (hook lists, profiler scope, state lookups) cost ~40
     of Adam's ~75 us per step here (RMSprop: 70 -> 31 us), more than the update itself.
     Anything else (another optimizer or option, registered hooks, the first step, which creates
-    the state) takes ``optimizer.step()``."""
-    group = optimizer.param_groups[0]
-    state = optimizer.state.get(group["params"][0]) if len(group["params"]) == 1 else None
-    hooked = (
-        optimizer._optimizer_step_pre_hooks
-        or optimizer._optimizer_step_post_hooks
-        or torch_optimizer._global_optimizer_pre_hooks
-        or torch_optimizer._global_optimizer_post_hooks
-    )
-    plain = (
-        bool(state)
-        and not hooked
-        and len(optimizer.param_groups) == 1
-        and not group["maximize"]
-        and not group["weight_decay"]
-        and not group["differentiable"]
-        and not group["capturable"]
-    )
+    the state) takes ``optimizer.step()``, and so does every step on a torch whose internals
+    differ from the ones this relies on (``_fast_step_agrees``)."""
+    step = _fast_step(optimizer)
+    if step is not None and _fast_step_agrees(type(optimizer)):
+        group = optimizer.param_groups[0]
+        step(group, optimizer.state[group["params"][0]])
+    else:
+        optimizer.step()
+
+
+def _adam(group: dict, state: dict) -> None:
     param = group["params"][0]
-    if (
-        plain
-        and type(optimizer) is torch.optim.Adam
-        and group["fused"]
-        and not (group["amsgrad"] or group["decoupled_weight_decay"])
-    ):
-        beta1, beta2 = group["betas"]
-        adam.adam(
-            [param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [],
-            [state["step"]], fused=True, amsgrad=False, beta1=beta1, beta2=beta2,
-            lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False,
+    beta1, beta2 = group["betas"]
+    adam.adam(
+        [param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [],
+        [state["step"]], fused=True, amsgrad=False, beta1=beta1, beta2=beta2,
+        lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False,
+    )  # fmt: skip
+
+
+def _rmsprop(group: dict, state: dict) -> None:
+    param = group["params"][0]
+    with torch.no_grad():  # as Optimizer.step: an in-place update of a leaf
+        rmsprop.rmsprop(
+            [param], [param.grad], [state["square_avg"]], [], [], [state["step"]],
+            foreach=False, lr=group["lr"], alpha=group["alpha"],
+            eps=group["eps"], weight_decay=0.0, momentum=0.0, centered=False,
         )  # fmt: skip
-        return
-    if (
-        plain
-        and type(optimizer) is torch.optim.RMSprop
-        and not (group["centered"] or group["momentum"])
+
+
+def _fast_step(optimizer: torch.optim.Optimizer):
+    """``_adam`` or ``_rmsprop`` where they do exactly what ``optimizer.step()`` would, else
+    None."""
+    hooks = (
+        getattr(optimizer, "_optimizer_step_pre_hooks", None),
+        getattr(optimizer, "_optimizer_step_post_hooks", None),
+        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
+    )
+    if any(h is None or h for h in hooks):  # hooks registered, or internals unknown
+        return None
+    group = optimizer.param_groups[0]
+    if len(optimizer.param_groups) != 1 or len(group["params"]) != 1:
+        return None
+    if not optimizer.state.get(group["params"][0]) or any(
+        group.get(key, True) for key in ("maximize", "weight_decay", "differentiable", "capturable")
     ):
-        with torch.no_grad():  # as Optimizer.step: an in-place update of a leaf
-            rmsprop.rmsprop(
-                [param], [param.grad], [state["square_avg"]], [], [], [state["step"]],
-                foreach=False, lr=group["lr"], alpha=group["alpha"],
-                eps=group["eps"], weight_decay=0.0, momentum=0.0, centered=False,
-            )  # fmt: skip
-        return
-    optimizer.step()
+        return None
+    if (
+        type(optimizer) is torch.optim.Adam
+        and group.get("fused")
+        and not (group.get("amsgrad", True) or group.get("decoupled_weight_decay", False))
+    ):
+        return _adam
+    if type(optimizer) is torch.optim.RMSprop and not (
+        group.get("centered", True) or group.get("momentum", True)
+    ):
+        return _rmsprop
+    return None
+
+
+_AGREES: dict[type, bool] = {}
+
+
+def _fast_step_agrees(kind: type) -> bool:
+    """Whether the functional step gives ``optimizer.step()``'s parameters bit for bit on this
+    torch (checked once per process on a small problem; a changed signature or rule, or a
+    missing function, means no)."""
+    if kind not in _AGREES:
+        name = "adam" if kind is torch.optim.Adam else "rmsprop"
+        params = [nn.Parameter(torch.linspace(-1.0, 1.0, 7)) for _ in range(2)]
+        optimizers = [make_optimizer(name, [p], lr=0.01, eps=1e-5) for p in params]
+        try:
+            for i in range(3):
+                for p, opt in zip(params, optimizers, strict=True):
+                    p.grad = torch.cos(p.detach() * (i + 1))
+                    step = _fast_step(opt) if opt is optimizers[1] else None
+                    if step is None:
+                        opt.step()
+                    else:
+                        step(opt.param_groups[0], opt.state[p])
+            _AGREES[kind] = torch.equal(params[0], params[1])
+        except Exception:
+            _AGREES[kind] = False
+    return _AGREES[kind]
 
 
 def set_learning_rate(

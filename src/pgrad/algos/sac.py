@@ -12,10 +12,22 @@ targets Q'_1, Q'_2, one gradient step on a minibatch from the replay buffer is:
     targets               Q' <- (1 - tau) Q' + tau Q
 
 The temperature loss's gradient is -(E[log pi] + H_target) = H(pi) - H_target: gradient descent
-lowers alpha when the policy's entropy is above the target and raises it when below. Order and
-defaults follow Stable-Baselines3 (alpha, then critics, then actor, then targets; alpha 1.0 at
-the start; 256x256 ReLU networks; Adam 3e-4; batch 256; tau 0.005). Actions are stored and fed to
-the critics scaled to [-1, 1].
+lowers alpha when the policy's entropy is above the target and raises it when below.
+
+Units: actions, log pi and entropies are those of the squashed action y = tanh(u) in [-1, 1],
+before the affine map a = loc + scale * tanh(u) to the ``Box`` bounds (Stable-Baselines3's
+convention). By the change of variables,
+
+    log pi(y|s) = sum_i [ log N(u_i; mu_i(s), sigma_i(s)) - log(1 - tanh(u_i)^2) ]
+                = log pi(a|s) + sum_i log scale_i,
+
+so H_target = -dim(A) means the same on every env, and the three losses, the targets and alpha
+do not depend on the bounds. (With log pi(a|s), bounds of +-2 on Pendulum would steer the entropy
+in [-1, 1] units to -1 - log 2 = -1.69, and add alpha * sum_i log scale_i to every target.)
+
+Order and defaults follow Stable-Baselines3 (alpha, then critics, then actor, then targets; alpha
+1.0 at the start; 256x256 ReLU networks; Adam 3e-4; batch 256; tau 0.005). Actions are stored and
+fed to the critics in the same [-1, 1] units.
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from pgrad.config import ConfigError
 from pgrad.envs import spaces
 from pgrad.errors import PgradError
 from pgrad.numpy_policy import NumpyPolicy
-from pgrad.policies import ObservationEncoder, make_policy, mlp
+from pgrad.policies import ObservationEncoder, SquashedNormal, make_policy, mlp
 from pgrad.replay import ReplayBuffer
 
 
@@ -71,7 +83,7 @@ class SACConfig(PolicyConfig):
     """Fixed temperature; None tunes it automatically towards ``target_entropy``."""
     alpha_init: float = 1.0
     target_entropy: float | None = None
-    """Default -dim(A)."""
+    """H_target, in the units of the squashed action in [-1, 1] (any bounds); default -dim(A)."""
 
     def check(self) -> None:
         super().check()
@@ -134,6 +146,13 @@ class SACModel(nn.Module):
 
 def build_model(config: SACConfig, observation_space: gym.Space, action_space: gym.Space):
     return SACModel(config, observation_space, action_space)
+
+
+def squashed_sample(dist: SquashedNormal) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = tanh(u) = (a - loc) / scale in [-1, 1], reparameterised, and its log-density
+    log pi(y|s) = log pi(a|s) + sum_i log scale_i (change of variables; module docstring)."""
+    action, log_prob = dist.rsample_with_log_prob()
+    return (action - dist.loc) / dist.scale, log_prob + torch.log(dist.scale).sum(-1)
 
 
 def soft_target(
@@ -256,9 +275,7 @@ class SAC:
         cfg, model = self.config, self.model
         optimizers, clip = self.optimizer.optimizers, cfg.max_grad_norm
         obs = batch["obs"]
-        dist = model.actor.distribution(obs)
-        action, log_prob = dist.rsample_with_log_prob()
-        action = (action - model.actor.loc) / model.actor.scale  # the critics' [-1, 1] scale
+        action, log_prob = squashed_sample(model.actor.distribution(obs))
 
         alpha = model.log_alpha.detach().exp()
         if cfg.alpha is None:
@@ -272,8 +289,7 @@ class SAC:
 
         with torch.no_grad():
             next_dist = model.actor.distribution(batch["next_obs"])
-            next_action, next_log_prob = next_dist.rsample_with_log_prob()
-            next_action = (next_action - model.actor.loc) / model.actor.scale
+            next_action, next_log_prob = squashed_sample(next_dist)
             next_q1, next_q2 = model.targets(batch["next_obs"], next_action)
             y = soft_target(batch["rewards"], batch["terminated"], next_q1, next_q2,
                             next_log_prob, alpha, cfg.gamma)  # fmt: skip

@@ -3,10 +3,10 @@
 A response is an episode: token t is action a_t, the episode terminates at the response's last
 real token (EOS, or the last of ``max_new_tokens``), and the per-token reward is
 
-    r_t = -beta * kl_t + [t = last] * score(x, y),   kl_t an estimate of KL(pi_theta || pi_ref)
-                                                    at s_t (``losses.kl_estimate``),
+    r_t = -beta * kl_t + [t = last] * score(x, y),
+    kl_t = log pi_old(a_t|s_t) - log pi_ref(a_t|s_t)   (k1; ``rl.Trainer.rewards`` says why),
 
-so the return G_0 = score - beta * sum_t kl_t is the KL-regularised RLHF objective. With gamma = 1
+so E[G_0] = E[score] - beta KL(pi || pi_ref) is the KL-regularised RLHF objective. With gamma = 1
 the shared ``discounted_returns`` gives the reward-to-go G_t and ``gae`` the PPO advantages;
 padding after the last token is cut off by ``terminated`` and masked out of the losses.
 """

@@ -219,6 +219,7 @@ def run_reward(
 def build_config(algo: str, layers: list[dict[str, Any]]) -> rl.RLHFConfig:
     if algo not in rl.ALGOS:
         raise PgradError(f"unknown RLHF algorithm {algo!r}; expected one of {', '.join(rl.ALGOS)}")
+    layers = [rl.without_kl_estimator(layer) for layer in layers]
     config = cfg.build(rl.RLHFConfig, [rl.ALGO_DEFAULTS[algo], *layers], f"rlhf {algo}")
     if algo == "rloo" and config.samples_per_prompt < 2:
         raise cfg.ConfigError("rloo needs samples_per_prompt >= 2 (a leave-one-out baseline)")

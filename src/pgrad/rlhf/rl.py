@@ -2,14 +2,19 @@
 KL penalty to the frozen reference (SFT) model.
 
 One iteration: sample k responses for each of a batch of prompts from pi_theta; score them;
-rewards r_t = -beta kl_t (+ the score on the last token; ``advantages.token_rewards``); then
+rewards r_t = -beta k1_t, k1_t = log pi_old(a_t|s_t) - log pi_ref(a_t|s_t) (+ the score on the
+last token; ``advantages.token_rewards``); then
 
-- ``reinforce``: Psi_t = G_t - b, b a running mean of past batches' G_0 (EMA, so it does not
-  depend on the current samples); one gradient step on ``losses.policy_gradient_loss``.
+- ``reinforce``: Psi_t = G_t - b, b a running mean of past batches' G_0 (EMA; 0 for the first
+  batch, so it never depends on the samples it weights); one gradient step on
+  ``losses.policy_gradient_loss``.
 - ``rloo``: Psi_t = G_t - b_i, b_i the mean G_0 of the prompt's other k - 1 samples; one step.
 - ``ppo``: a value head on the policy's last hidden state, Psi_t = GAE(lambda) over tokens,
   ``losses.clipped_surrogate_loss`` + ``losses.value_loss`` (clipped) for several epochs of
   minibatches.
+
+With ``kl_loss_coef`` > 0 every loss (each PPO minibatch's) also gets GRPO's KL term
+``kl_loss_coef * kl_loss``: k3 of log pi_theta - log pi_ref, differentiated.
 
 Losses average over response tokens (``mask``); the policy runs in ``eval()`` mode throughout,
 so dropout is off in sampling, in the old log-probs and in the gradient passes alike.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,8 +50,11 @@ class RLHFConfig:
     max_new_tokens: int = 6
     learning_rate: float = 1e-3
     beta: float = 0.05
-    """Weight of the per-token KL penalty beta (log pi_theta - log pi_ref)."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """Weight of the per-token KL penalty in the reward, r_t = -beta (log pi_old - log pi_ref):
+    its expected policy gradient is -beta grad KL(pi_theta || pi_ref) of whole responses."""
+    kl_loss_coef: float = 0.0
+    """Weight of a KL term in the loss (GRPO's beta), ``kl_loss``: it descends
+    sum_t E_{s_t ~ pi_old}[KL(pi_ref || pi_theta)(s_t)], the reverse KL at fixed states."""
     missing_eos_penalty: float = 1.0
     """Subtracted from the score of a response that never emits EOS."""
     normalize_advantage: bool = False
@@ -80,11 +88,27 @@ class RLHFConfig:
                     "checkpoint_every", "keep_checkpoints"):  # fmt: skip
             at_least(self, key, 1)
         at_least(self, "beta", 0)
+        at_least(self, "kl_loss_coef", 0)
         at_least(self, "eval_every", 0)
         positive(self, "learning_rate")
         for key in ("baseline_momentum", "gae_lambda"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"{key} must be in [0, 1], got {getattr(self, key)}")
+
+
+def without_kl_estimator(layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` without the removed key ``kl_estimator``: ``k1`` (its default, and what the
+    reward always uses now) is dropped, so old configs and run directories load; ``k2``/``k3``
+    are an error saying why (a k2 or k3 penalty in the reward biased the gradient)."""
+    from pgrad.config import ConfigError
+
+    estimator = layer.get("kl_estimator", "k1")
+    if estimator != "k1":
+        raise ConfigError(
+            f"kl_estimator={estimator} was removed: the reward's KL penalty is always k1 (k2/k3 in"
+            " the reward bias the policy gradient); kl_loss_coef adds a k3 KL term to the loss"
+        )
+    return {k: v for k, v in layer.items() if k != "kl_estimator"}
 
 
 ALGO_DEFAULTS: dict[str, dict] = {
@@ -125,52 +149,111 @@ class Trainer:
 
     # --- rollout -------------------------------------------------------------------------
 
-    @torch.no_grad()
     def collect(self, prompts: list[str]) -> Batch:
         """k samples per prompt (grouped), their scores and the rollout-time log-probs."""
         k = self.config.samples_per_prompt
         repeated = [p for p in prompts for _ in range(k)]
         responses = generate(self.policy, self.tokenizer, repeated, self.config.max_new_tokens)
-        scores = torch.as_tensor(self.reward(responses), dtype=torch.float32)
-        scores = scores - self.config.missing_eos_penalty * (~responses.ended).float()
+        return self.score(responses)
+
+    @torch.no_grad()
+    def score(self, responses: Responses) -> Batch:
+        """The batch of ``responses``: scores (less the missing-EOS penalty), log pi_old,
+        log pi_ref, entropies and (PPO) values."""
         if self.value_head is not None:
             log_probs, entropy, hidden = forward(self.policy, responses, hidden=True)
             values = self.value_head(hidden)
         else:
             (log_probs, entropy), values = forward(self.policy, responses), None
         ref_log_probs, _ = forward(self.reference, responses)
+        scores = torch.as_tensor(self.reward(responses), dtype=log_probs.dtype)
+        scores = scores - self.config.missing_eos_penalty * (~responses.ended).to(scores.dtype)
         return Batch(responses, scores, log_probs, ref_log_probs, entropy, values)
 
     # --- Psi_t ---------------------------------------------------------------------------
 
-    def rewards(self, batch: Batch, log_ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-token rewards, per-token KL estimates) of the batch, from
-        log_ratio = log pi_old - log pi_ref."""
-        kl = losses.kl_estimate(log_ratio, self.config.kl_estimator)
-        mask = batch.responses.mask
-        return advantages.token_rewards(batch.scores, kl, mask, self.config.beta), kl
+    def rewards(self, batch: Batch) -> torch.Tensor:
+        """(B, T) rewards r_t = -beta k1_t (+ the score on the last token), with the KL's k1
+        estimate k1_t = log pi_old(a_t|s_t) - log pi_ref(a_t|s_t).
+
+        Always k1: Psi_t weights grad log pi and is held fixed, which drops the reward's own
+        dependence on theta. For k1 that term is E[grad log pi] = 0, so the expected gradient is
+        exactly -beta grad KL(pi_theta || pi_ref) of whole responses; for k3 it would be
+        beta E_ref[grad log pi] != 0 at every state (tested by enumeration).
+        """
+        kl = batch.log_probs - batch.ref_log_probs
+        return advantages.token_rewards(batch.scores, kl, batch.responses.mask, self.config.beta)
 
     def psi(self, batch: Batch, rewards: torch.Tensor) -> torch.Tensor:
         """(B, T) Psi_t before any normalisation: G_t - b (REINFORCE), G_t - b_i (RLOO) or
         GAE(lambda) (PPO); see the module docstring."""
         mask = batch.responses.mask
         if self.algo == "ppo":
-            psi = advantages.gae(rewards, batch.values, mask, self.config.gae_lambda)
-        else:
-            g = advantages.reward_to_go(rewards, mask)
-            g0 = g[:, 0]
-            if self.algo == "rloo":
-                baseline = advantages.leave_one_out_baseline(g0, self.config.samples_per_prompt)
-                psi = g - baseline[:, None]
-            else:
-                if self.baseline is None:  # the first batch: no past yet
-                    self.baseline = float(g0.mean())
-                psi = g - self.baseline
-                m = self.config.baseline_momentum
-                self.baseline = m * self.baseline + (1 - m) * float(g0.mean())
+            return advantages.gae(rewards, batch.values, mask, self.config.gae_lambda)
+        g = advantages.reward_to_go(rewards, mask)
+        g0 = g[:, 0]
+        if self.algo == "rloo":
+            baseline = advantages.leave_one_out_baseline(g0, self.config.samples_per_prompt)
+            return g - baseline[:, None]
+        # REINFORCE: b is 0 before any batch has been seen (a sample-independent baseline keeps
+        # the first gradient unbiased; the batch's own mean would shrink it by 1 - 1/B).
+        mean, m = float(g0.mean()), self.config.baseline_momentum
+        psi = g - (0.0 if self.baseline is None else self.baseline)
+        self.baseline = mean if self.baseline is None else m * self.baseline + (1 - m) * mean
         return psi
 
+    def advantage_estimates(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Psi_t, normalised over the batch's tokens if ``normalize_advantage``; PPO's value
+        targets V + A from the un-normalised GAE, i.e. the lambda-returns, else None)."""
+        mask = batch.responses.mask
+        raw = self.psi(batch, self.rewards(batch))
+        psi = raw
+        if self.config.normalize_advantage:  # over the batch's response tokens
+            psi = torch.zeros_like(raw)
+            psi[mask] = returns.normalize(raw[mask])
+        return psi, None if batch.values is None else raw + batch.values
+
     # --- update --------------------------------------------------------------------------
+
+    def loss(
+        self, batch: Batch, psi: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one gradient step on ``batch`` (PPO: a minibatch of it), and its terms:
+
+            L = L_pi + value_coef L_V (PPO) + kl_loss_coef L_KL (if > 0),
+
+        L_pi = ``losses.policy_gradient_loss`` (REINFORCE, RLOO) or
+        ``losses.clipped_surrogate_loss`` (PPO) of Psi_t, L_V = ``losses.value_loss`` towards
+        ``targets``, L_KL = ``kl_loss`` (all means over the batch's response tokens).
+        """
+        c, m = self.config, batch.responses.mask
+        if self.value_head is None:
+            (log_probs, _), hidden = forward(self.policy, batch.responses), None
+        else:
+            log_probs, _, hidden = forward(self.policy, batch.responses, hidden=True)
+        new, old = log_probs[m], batch.log_probs[m]
+        if self.value_head is None:
+            loss = policy_loss = losses.policy_gradient_loss(new, psi[m])
+            stats: dict[str, float] = {}
+        else:
+            policy_loss = losses.clipped_surrogate_loss(new, old, psi[m], c.clip_range)
+            values = self.value_head(hidden.detach() if c.value_detach else hidden)
+            v_loss = losses.value_loss(values[m], targets[m], batch.values[m], c.clip_range_value)
+            loss = policy_loss + c.value_coef * v_loss
+            with torch.no_grad():
+                log_ratio = new - old
+                stats = {
+                    "value_loss": float(v_loss),
+                    "approx_kl": float(losses.approx_kl(log_ratio)),
+                    "clip_fraction": float(
+                        ((log_ratio.exp() - 1).abs() > c.clip_range).float().mean()
+                    ),
+                }
+        if c.kl_loss_coef > 0:
+            kl = kl_loss(new, batch.ref_log_probs[m])
+            loss = loss + c.kl_loss_coef * kl
+            stats["kl_loss"] = kl.item()
+        return loss, {"policy_loss": policy_loss.item(), **stats}
 
     def _step(self, loss: torch.Tensor) -> None:
         """One optimizer step; a non-finite loss or gradient stops the run before it touches
@@ -188,27 +271,21 @@ class Trainer:
 
     def update(self, batch: Batch) -> dict[str, float]:
         mask = batch.responses.mask
-        log_ratio = batch.log_probs - batch.ref_log_probs
-        rewards, kl = self.rewards(batch, log_ratio)
-        raw = self.psi(batch, rewards)
-        psi = raw
-        if self.config.normalize_advantage:  # over the batch's response tokens
-            psi = torch.zeros_like(raw)
-            psi[mask] = returns.normalize(raw[mask])
+        psi, targets = self.advantage_estimates(batch)
         if self.algo != "ppo":
-            log_probs, _ = forward(self.policy, batch.responses)
-            loss = losses.policy_gradient_loss(log_probs[mask], psi[mask])
+            loss, terms = self.loss(batch, psi)
             self._step(loss)
-            stats = {"loss": loss.item()}
+            stats = {"loss": terms.pop("policy_loss"), **terms}
         else:
-            # Value targets V + A from the un-normalised GAE (lambda-returns).
-            stats = self._ppo(batch, psi, raw + batch.values)
+            stats = self._ppo(batch, psi, targets)
+        log_ratio = batch.log_probs - batch.ref_log_probs
+        kl = masked_sum(log_ratio, mask)
         texts = batch.responses.texts
         return {
             "reward": float(batch.scores.mean()),
-            "kl": float(masked_sum(log_ratio, mask).mean()),
+            "kl": float(kl.mean()),
             "kl_k3": float(masked_sum(losses.kl_estimate(log_ratio, "k3"), mask).mean()),
-            "objective": float((batch.scores - self.config.beta * masked_sum(kl, mask)).mean()),
+            "objective": float((batch.scores - self.config.beta * kl).mean()),
             "length": float(batch.responses.lengths.float().mean()),
             "entropy": float(masked_mean(batch.entropy, mask)),
             "no_eos": float((~batch.responses.ended).float().mean()),
@@ -217,41 +294,24 @@ class Trainer:
         }
 
     def _ppo(self, batch: Batch, psi: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """``ppo_epochs`` passes over shuffled minibatches of ``minibatch_size`` responses, one
+        step on ``loss`` each; the mean of each term over the steps."""
         c = self.config
-        mask = batch.responses.mask
-        B = len(mask)
-        pg, vf, clipped, kls = [], [], [], []
+        B = len(batch.scores)
+        steps = []
         for _ in range(c.ppo_epochs):
             order = torch.randperm(B)
             for start in range(0, B, c.minibatch_size):
                 rows = order[start : start + c.minibatch_size]
-                part = _rows(batch.responses, rows)
-                m = part.mask
-                log_probs, _, hidden = forward(self.policy, part, hidden=True)
-                values = self.value_head(hidden.detach() if c.value_detach else hidden)
-                old = batch.log_probs[rows][m]
-                policy_loss = losses.clipped_surrogate_loss(
-                    log_probs[m], old, psi[rows][m], c.clip_range
-                )
-                v_loss = losses.value_loss(
-                    values[m], targets[rows][m], batch.values[rows][m], c.clip_range_value
-                )
-                self._step(policy_loss + c.value_coef * v_loss)
-                with torch.no_grad():
-                    log_ratio = log_probs[m] - old
-                    pg.append(float(policy_loss))
-                    vf.append(float(v_loss))
-                    kls.append(float(losses.approx_kl(log_ratio)))
-                    clipped.append(
-                        float(((log_ratio.exp() - 1).abs() > c.clip_range).float().mean())
-                    )
-        v, t = batch.values[mask], targets[mask]
+                loss, terms = self.loss(_batch_rows(batch, rows), psi[rows], targets[rows])
+                self._step(loss)
+                steps.append(terms)
+        mask = batch.responses.mask
+        mean = {k: float(np.mean([t[k] for t in steps])) for k in steps[0]}
         return {
-            "loss": float(np.mean(pg)),
-            "value_loss": float(np.mean(vf)),
-            "approx_kl": float(np.mean(kls)),
-            "clip_fraction": float(np.mean(clipped)),
-            "explained_variance": losses.explained_variance(v, t),
+            "loss": mean.pop("policy_loss"),
+            **mean,
+            "explained_variance": losses.explained_variance(batch.values[mask], targets[mask]),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -270,6 +330,35 @@ class Trainer:
         if self.value_head is not None:
             state["value_head"] = self.value_head.state_dict()
         return state
+
+
+def kl_loss(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """GRPO's KL loss term: the k3 estimate of log pi_theta - log pi_ref, differentiated,
+    averaged over tokens a_t sampled from pi_old,
+
+        L_KL = mean_t[ rho_t - 1 - log rho_t ],   rho_t = pi_ref(a_t|s_t) / pi_theta(a_t|s_t).
+
+    Its value at theta = theta_old estimates KL(pi_theta || pi_ref) per token (unbiased). Its
+    gradient is (1 - rho_t) grad log pi_theta(a_t|s_t), whose expectation over a_t ~ pi_old at
+    theta = theta_old is sum_a (pi_theta - pi_ref)(a) grad log pi_theta(a) =
+    grad KL(pi_ref(.|s_t) || pi_theta(.|s_t)): descending L_KL descends
+    sum_t E_{s_t ~ pi_old}[KL(pi_ref || pi_theta)(s_t)], the reverse KL, with the states held
+    fixed (unlike the penalty in the reward, it ignores how theta changes the states visited).
+    Later PPO epochs reuse the pi_old samples without importance weights (as GRPO does).
+    """
+    return losses.kl_estimate(log_probs - ref_log_probs, "k3").mean()
+
+
+def _batch_rows(batch: Batch, rows: torch.Tensor) -> Batch:
+    """The responses ``rows`` of ``batch`` (a PPO minibatch)."""
+    return Batch(
+        _rows(batch.responses, rows),
+        batch.scores[rows],
+        batch.log_probs[rows],
+        batch.ref_log_probs[rows],
+        batch.entropy[rows],
+        None if batch.values is None else batch.values[rows],
+    )
 
 
 def _rows(r: Responses, rows: torch.Tensor) -> Responses:

@@ -128,17 +128,21 @@ def run(model, responses: Responses, hidden: bool = False):
 
 
 def forward(model, responses: Responses, hidden: bool = False):
-    """Log-probs log pi(a_t|s_t) and entropies H(pi(.|s_t)) of the response tokens, (B, T)
-    each, from one forward pass; with ``hidden``, also the last hidden states h_t (B, T, H)
-    at the same positions (for a value head)."""
+    """Log-probs log pi(a_t|s_t) (0 where ``mask`` is false) and entropies
+    H(pi(.|s_t)) = -sum_a pi(a|s_t) log pi(a|s_t) of the response tokens, (B, T) each, from one
+    forward pass in at least float32; with ``hidden``, also the last hidden states h_t
+    (B, T, H) at the same positions (for a value head).
+
+    Tokens a model rules out (logit -inf, pi = 0) add 0 log 0 = 0 to the entropy, not NaN."""
     ids = responses.input_ids
     out = run(model, responses, hidden)
     P = responses.prompt_length
-    logits = out.logits[:, P - 1 : -1].float()
-    log_pi = F.log_softmax(logits, dim=-1)
+    logits = out.logits[:, P - 1 : -1]
+    log_pi = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     actions = ids[:, P:]
     log_probs = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_pi.exp() * log_pi).sum(-1)
+    log_probs = torch.where(responses.mask, log_probs, 0.0)  # a banned pad token is -inf
+    entropy = -(log_pi.exp() * log_pi.nan_to_num(neginf=0.0)).sum(-1)
     if hidden:
         return log_probs, entropy, out.hidden_states[-1][:, P - 1 : -1]
     return log_probs, entropy
