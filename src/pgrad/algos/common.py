@@ -264,8 +264,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     Anything else (another optimizer or option, registered hooks, the first step, which creates
     the state) takes ``optimizer.step()``, and so does every step on a torch whose internals
     differ from the ones this relies on (``_fast_step_agrees``)."""
-    step = _fast_step(optimizer)
-    if step is not None and _fast_step_agrees(type(optimizer)):
+    step = _FAST_STEPS.get(type(optimizer))
+    if step is not None and _fast_step_agrees(type(optimizer)) and _plain(optimizer, step):
         group = optimizer.param_groups[0]
         step(group, optimizer.state[group["params"][0]])
     else:
@@ -292,35 +292,28 @@ def _rmsprop(group: dict, state: dict) -> None:
         )  # fmt: skip
 
 
-def _fast_step(optimizer: torch.optim.Optimizer):
-    """``_adam`` or ``_rmsprop`` where they do exactly what ``optimizer.step()`` would, else
-    None."""
-    hooks = (
-        getattr(optimizer, "_optimizer_step_pre_hooks", None),
-        getattr(optimizer, "_optimizer_step_post_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
-    )
-    if any(h is None or h for h in hooks):  # hooks registered, or internals unknown
-        return None
+_FAST_STEPS = {torch.optim.Adam: _adam, torch.optim.RMSprop: _rmsprop}
+
+
+def _plain(optimizer: torch.optim.Optimizer, step) -> bool:
+    """Whether ``step`` does exactly what ``optimizer.step()`` would here: one group of one
+    tensor whose state exists, no hooks, no option the functional call leaves out. Reads torch's
+    internals directly; ``_fast_step_agrees`` has checked this torch has them."""
     group = optimizer.param_groups[0]
-    if len(optimizer.param_groups) != 1 or len(group["params"]) != 1:
-        return None
-    if not optimizer.state.get(group["params"][0]) or any(
-        group.get(key, True) for key in ("maximize", "weight_decay", "differentiable", "capturable")
-    ):
-        return None
-    if (
-        type(optimizer) is torch.optim.Adam
-        and group.get("fused")
-        and not (group.get("amsgrad", True) or group.get("decoupled_weight_decay", False))
-    ):
-        return _adam
-    if type(optimizer) is torch.optim.RMSprop and not (
-        group.get("centered", True) or group.get("momentum", True)
-    ):
-        return _rmsprop
-    return None
+    state = optimizer.state.get(group["params"][0]) if len(group["params"]) == 1 else None
+    hooked = (
+        optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+        or torch_optimizer._global_optimizer_pre_hooks
+        or torch_optimizer._global_optimizer_post_hooks
+    )
+    if not state or hooked or len(optimizer.param_groups) != 1:
+        return False
+    if group["maximize"] or group["weight_decay"] or group["differentiable"] or group["capturable"]:
+        return False
+    if step is _adam:
+        return group["fused"] and not (group["amsgrad"] or group["decoupled_weight_decay"])
+    return not (group["centered"] or group["momentum"])
 
 
 _AGREES: dict[type, bool] = {}
@@ -328,21 +321,20 @@ _AGREES: dict[type, bool] = {}
 
 def _fast_step_agrees(kind: type) -> bool:
     """Whether the functional step gives ``optimizer.step()``'s parameters bit for bit on this
-    torch (checked once per process on a small problem; a changed signature or rule, or a
-    missing function, means no)."""
+    torch (checked once per process on a small problem; a changed signature or rule, a missing
+    function or hook list, means no)."""
     if kind not in _AGREES:
-        name = "adam" if kind is torch.optim.Adam else "rmsprop"
+        name, step = ("adam" if kind is torch.optim.Adam else "rmsprop"), _FAST_STEPS[kind]
         params = [nn.Parameter(torch.linspace(-1.0, 1.0, 7)) for _ in range(2)]
         optimizers = [make_optimizer(name, [p], lr=0.01, eps=1e-5) for p in params]
         try:
             for i in range(3):
                 for p, opt in zip(params, optimizers, strict=True):
                     p.grad = torch.cos(p.detach() * (i + 1))
-                    step = _fast_step(opt) if opt is optimizers[1] else None
-                    if step is None:
-                        opt.step()
-                    else:
+                    if opt is optimizers[1] and _plain(opt, step):
                         step(opt.param_groups[0], opt.state[p])
+                    else:
+                        opt.step()
             _AGREES[kind] = torch.equal(params[0], params[1])
         except Exception:
             _AGREES[kind] = False

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pgrad.policies import Categorical
+
 
 @dataclass
 class Responses:
@@ -133,16 +135,15 @@ def forward(model, responses: Responses, hidden: bool = False):
     forward pass in at least float32; with ``hidden``, also the last hidden states h_t
     (B, T, H) at the same positions (for a value head).
 
-    Tokens a model rules out (logit -inf, pi = 0) add 0 log 0 = 0 to the entropy, not NaN."""
+    The distribution is ``policies.Categorical``'s: tokens a model rules out (logit -inf,
+    pi = 0) add 0 log 0 = 0 to the entropy, not NaN."""
     ids = responses.input_ids
     out = run(model, responses, hidden)
     P = responses.prompt_length
     logits = out.logits[:, P - 1 : -1]
-    log_pi = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    actions = ids[:, P:]
-    log_probs = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    log_probs = torch.where(responses.mask, log_probs, 0.0)  # a banned pad token is -inf
-    entropy = -(log_pi.exp() * log_pi.nan_to_num(neginf=0.0)).sum(-1)
+    pi = Categorical(logits.to(torch.promote_types(logits.dtype, torch.float32)))
+    log_probs = torch.where(responses.mask, pi.log_prob(ids[:, P:]), 0.0)  # a banned pad: -inf
+    entropy = pi.entropy()
     if hidden:
         return log_probs, entropy, out.hidden_states[-1][:, P - 1 : -1]
     return log_probs, entropy
