@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from pgrad.policies import Categorical
 
@@ -95,8 +94,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> Respo
     )
     P = encoded["input_ids"].shape[1]
     tokens = out.sequences[:, P:]
-    log_pi = F.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
-    sampled = log_pi.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    sampled = Categorical(torch.stack(out.logits, dim=1).float()).log_prob(tokens)
     if tokens.shape[1] < max_new_tokens:  # generate stops early once every row has ended
         missing = max_new_tokens - tokens.shape[1]
         pad = torch.full((tokens.shape[0], missing), tokenizer.pad_token_id, dtype=tokens.dtype)
