@@ -1,6 +1,6 @@
 """A3C on local processes: the Hogwild traps of current PyTorch, and clean stops.
 
-Each trap named in ``pgrad.algos.a3c``'s docstring has a test here that fails if the guard
+Each trap named in ``pgrad.distributed.hogwild``'s docstring has a test here that fails if the guard
 against it is removed.
 """
 
@@ -20,9 +20,11 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from pgrad.algos.a3c import A3C, A3CConfig, push_gradients, share_optimizer_state
-from pgrad.algos.common import FlatParameters
+from pgrad import launch
+from pgrad.algos.a3c import A3CConfig, push_gradients
+from pgrad.distributed.hogwild import share_optimizer_state
 from pgrad.envs import make_vec_env
+from pgrad.fast import FlatParameters
 
 TESTS = Path(__file__).parent
 
@@ -38,7 +40,7 @@ def test_pushed_gradient_is_the_latest_local_gradient_after_zero_grad_to_none():
         local.zero_grad(set_to_none=True)  # PyTorch >= 2.0's default: .grad becomes None
         _loss(local, x).backward()
         for lp, sp in zip(local.parameters(), shared.parameters(), strict=True):
-            push_gradients(lp, sp)
+            push_gradients(lp.grad, sp)
         expected = torch.autograd.grad(_loss(local, x), list(local.parameters()))
         for sp, g in zip(shared.parameters(), expected, strict=True):
             torch.testing.assert_close(sp.grad, g)
@@ -107,15 +109,16 @@ def test_flat_parameters_in_shared_memory_keep_the_model_views():
 def test_workers_are_spawned_with_one_thread_each_and_train_the_shared_model():
     config = A3CConfig(steps=20_000, workers=2, n_envs=4, seed=0)
     envs = make_vec_env("CartPole-v1", 1)
-    algo = A3C(config, envs, 0)
+    algo = launch.algorithm("a3c", config, envs, 0)
     before = algo.flat.param.detach().clone()
     rows = []
     try:
         while algo.steps < config.steps:
             rows.append(algo.iterate())
-        assert algo.context.get_start_method() == "spawn"
-        assert sorted(algo.worker_threads) == [1, 1]
-        assert len(algo.processes) == 2
+        transport = algo.transport
+        assert transport.context.get_start_method() == "spawn"
+        assert sorted(transport.worker_threads) == [1, 1]
+        assert len(transport.processes) == 2
     finally:
         algo.close()
     assert not torch.equal(algo.flat.param.detach(), before)

@@ -10,7 +10,7 @@ import torch
 from killpoints import run_killed
 
 import pgrad
-from pgrad.algos.a2c import A2C, A2CConfig, advantages_and_targets
+from pgrad.algos.a2c import A2C, A2CConfig, a2c_loss, advantages_and_targets
 from pgrad.envs import make_vec_env
 
 
@@ -26,7 +26,7 @@ def test_a2c_takes_one_batched_step_equal_to_the_mean_of_per_env_steps():
     def grads(env: slice) -> list[torch.Tensor]:
         obs, actions = batch.obs[:, env].flatten(0, 1), batch.actions[:, env].flatten(0, 1)
         adv, tgt = advantages[:, env].flatten(), targets[:, env].flatten()
-        loss, _ = algo.loss(obs, actions, adv, tgt)
+        loss, _, _ = a2c_loss(algo.model, config, obs, actions, adv, tgt)
         return torch.autograd.grad(loss, params)
 
     batched = grads(slice(None))

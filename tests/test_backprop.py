@@ -1,15 +1,18 @@
-"""The hand-written actor-critic gradient (backprop.py) against autograd on the same model."""
+"""The fast path's hand-written actor-critic gradient (``fast/backprop.py``) against autograd
+through each algorithm's own torch loss (``a2c.a2c_loss``, ``ppo.ppo_loss``), on the same model;
+and models it cannot run fall back to torch with no change in results."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from pgrad.algos.a2c import A2C, A2CConfig
-from pgrad.algos.common import FlatParameters, actor_critic_loss, build_actor_critic
-from pgrad.algos.ppo import PPO, PPOConfig
-from pgrad.backprop import ActorCriticBackprop, Coefficients
+from pgrad import fast
+from pgrad.algos.a2c import A2C, A2CConfig, a2c_loss
+from pgrad.algos.ppo import PPO, PPOConfig, ppo_loss
 from pgrad.envs import make_vec_env
+from pgrad.fast import ActorCriticTerms, FlatParameters
+from pgrad.policies import build_actor_critic
 
 BOX_OBS = gym.spaces.Box(-1.0, 1.0, (3, 2))
 SPACES = {
@@ -17,11 +20,13 @@ SPACES = {
     "softmax, discrete obs": (gym.spaces.Discrete(5), gym.spaces.Discrete(3)),
     "gaussian": (BOX_OBS, gym.spaces.Box(-2.0, 2.0, (2,))),
 }
-COEFS = {
-    "a2c": Coefficients(value_coef=0.5, entropy_coef=0.01),
-    "ppo": Coefficients(value_coef=0.5, entropy_coef=0.02, clip_range=0.2),
-    "ppo, clipped value": Coefficients(
-        value_coef=0.7, entropy_coef=0.0, clip_range=0.1, clip_range_vf=0.2
+LOSSES = {  # the fast twin's terms, the algorithm's torch loss, its config
+    "a2c": (ActorCriticTerms("vanilla", 0.5, 0.01), a2c_loss, A2CConfig()),
+    "ppo": (ActorCriticTerms("clipped", 0.5, 0.02, 0.2), ppo_loss, PPOConfig(entropy_coef=0.02)),
+    "ppo, clipped value": (
+        ActorCriticTerms("clipped", 0.7, 0.0, 0.1, 0.2),
+        ppo_loss,
+        PPOConfig(value_coef=0.7, clip_range=0.1, clip_range_vf=0.2),
     ),
 }
 
@@ -29,7 +34,7 @@ COEFS = {
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("hidden", [(16, 8), (8,)])
 @pytest.mark.parametrize("space", list(SPACES))
-@pytest.mark.parametrize("loss", list(COEFS))
+@pytest.mark.parametrize("loss", list(LOSSES))
 def test_gradient_and_loss_match_autograd(activation, hidden, space, loss):
     torch.manual_seed(0)
     obs_space, action_space = SPACES[space]
@@ -41,7 +46,8 @@ def test_gradient_and_loss_match_autograd(activation, hidden, space, loss):
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     flat = FlatParameters(model)
-    backprop = ActorCriticBackprop.of(model, flat.params, flat.grads)
+    terms, torch_loss, loss_config = LOSSES[loss]
+    backprop = fast.loss_gradient(model, flat, terms)
     assert backprop is not None
 
     n = 200
@@ -54,19 +60,21 @@ def test_gradient_and_loss_match_autograd(activation, hidden, space, loss):
         # sides of the clip ranges
         old_log_probs = dist.log_prob(actions) + 0.3 * torch.randn(n)
         old_values = values + 0.4 * torch.randn(n)
-    coefs = COEFS[loss]
+    minibatch = (obs, actions, adv, targets)
+    if terms.surrogate == "clipped":
+        minibatch += (old_log_probs, old_values)
 
-    total, parts, log_probs = backprop(obs, actions, adv, targets, coefs, old_log_probs, old_values)
+    total, parts, log_probs = backprop(*minibatch)
     manual = flat.param.grad.clone()
 
     flat.zero_grad()
-    expected, _, expected_log_probs = actor_critic_loss(  # autograd through losses.py
-        model, obs, actions, adv, targets, coefs, old_log_probs, old_values
-    )
+    expected, expected_parts, expected_log_probs = torch_loss(model, loss_config, *minibatch)
     expected.backward()
-    if coefs.clip_range is not None:
+    if terms.clip_range is not None:
         ratio = (log_probs - old_log_probs).exp()
-        assert ((ratio - 1).abs() > coefs.clip_range).float().mean() > 0.2  # clipping exercised
+        assert ((ratio - 1).abs() > terms.clip_range).float().mean() > 0.2  # clipping exercised
+    for k, v in expected_parts.items():
+        assert torch.allclose(parts[k], v, atol=1e-5, rtol=1e-5), k
     assert torch.allclose(total, expected, atol=1e-5, rtol=1e-5)
     assert torch.allclose(log_probs, expected_log_probs, atol=1e-5)
     assert set(parts) == {"policy_loss", "value_loss", "entropy"}
@@ -88,7 +96,28 @@ def test_gradient_and_loss_match_autograd(activation, hidden, space, loss):
 def test_models_it_cannot_differentiate_fall_back_to_autograd(settings, spaces):
     model = build_actor_critic(A2CConfig(**settings), *spaces)
     flat = FlatParameters(model)
-    assert ActorCriticBackprop.of(model, flat.params, flat.grads) is None
+    assert fast.unsupported(model, "gradient") is not None
+    assert fast.loss_gradient(model, flat, LOSSES["a2c"][0]) is None
+
+
+@pytest.mark.parametrize("algo", [A2C, PPO])
+def test_a_model_the_fast_path_cannot_run_trains_exactly_as_with_it_off(algo):
+    """GELU: neither acting nor the gradient can run in NumPy, so with ``fast`` on everything
+    falls back to torch except the optimizer's fast step, which is bit for bit torch's."""
+    config_cls = A2CConfig if algo is A2C else PPOConfig
+    runs = []
+    for enabled in (True, False):
+        torch.manual_seed(0)
+        config = config_cls(n_envs=4, n_steps=16, activation="gelu", fast=enabled)
+        if algo is PPO:
+            config.batch_size, config.n_epochs = 32, 2
+        agent = algo(config, make_vec_env("CartPole-v1", 4), seed=0)
+        assert fast.unsupported(agent.model, "acting") == "module GELU"
+        rows = [agent.iterate() for _ in range(3)]
+        runs.append((rows, agent.flat.param.detach().clone()))
+        agent.close()
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])
 
 
 @pytest.mark.parametrize(
@@ -100,11 +129,12 @@ def test_models_it_cannot_differentiate_fall_back_to_autograd(settings, spaces):
 )
 def test_training_with_either_gradient_takes_the_same_steps(algo, config):
     models = []
-    for analytic in (True, False):
+    for enabled in (True, False):
         torch.manual_seed(0)
-        config.analytic_gradients = analytic
         agent = algo(config, make_vec_env("CartPole-v1", 4), seed=0)
-        assert (agent.backprop is not None) == analytic
+        if not enabled:  # the hand-written gradient off, NumPy acting kept: the same samples
+            agent.fast_loss = None
+        assert (agent.fast_loss is not None) == enabled
         for _ in range(3):
             agent.iterate()
         models.append(torch.cat([p.detach().flatten() for p in agent.model.parameters()]))

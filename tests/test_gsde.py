@@ -7,7 +7,7 @@ import torch
 
 from pgrad.algos.a2c import A2C, A2CConfig
 from pgrad.envs import make_vec_env
-from pgrad.numpy_policy import NumpyPolicy
+from pgrad.fast import acting_policy
 from pgrad.policies import ActorCritic, GaussianPolicy, gsde_variance
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -44,7 +44,7 @@ def test_actions_for_one_state_follow_the_density_log_prob_uses(path):
         dist = policy.distribution(torch.as_tensor(obs[:1]))
     mean, std = dist.mean[0].numpy(), dist.stddev[0].numpy()
     if path == "numpy":
-        actions, log_probs, _ = NumpyPolicy.of(model, np.random.default_rng(0))(obs)
+        actions, log_probs, _ = acting_policy(model, np.random.default_rng(0))(obs)
     else:
         actions = policy.act(torch.as_tensor(obs)).numpy()
         log_probs = dist.log_prob(torch.as_tensor(actions)).numpy()
@@ -57,7 +57,7 @@ def test_actions_for_one_state_follow_the_density_log_prob_uses(path):
         )
     assert np.allclose(log_probs[:64], expected.numpy(), atol=1e-4)
     if path == "numpy":  # evaluation: the mean action
-        greedy, _, _ = NumpyPolicy.of(model, np.random.default_rng(0))(obs[:8], deterministic=True)
+        greedy, _, _ = acting_policy(model, np.random.default_rng(0))(obs[:8], deterministic=True)
     else:
         greedy = policy.act(torch.as_tensor(obs[:8]), deterministic=True).numpy()
     assert np.allclose(greedy, np.broadcast_to(mean, greedy.shape), atol=1e-5)
@@ -69,7 +69,7 @@ def test_the_noise_is_held_between_draws(path):
     is linear in z(s): the same state gets the same action again."""
     for every, repeats in [(0, 5), (3, 3)]:
         policy = _policy(every)
-        fast = NumpyPolicy.of(policy, np.random.default_rng(1))
+        fast = acting_policy(policy, np.random.default_rng(1))
         obs = np.stack([OBS.sample() for _ in range(4)])
 
         def act(policy=policy, fast=fast, obs=obs):
@@ -96,7 +96,7 @@ def test_a2c_with_gsde_trains_the_exploration_matrix():
     envs = make_vec_env("Pendulum-v1", 4)
     config = A2CConfig(n_envs=4, n_steps=8, std="gsde", log_std_init=-2.0, learning_rate=1e-2)
     algo = A2C(config, envs, seed=0)
-    assert algo.backprop is None  # gSDE trains through autograd
+    assert algo.fast_loss is None  # gSDE trains through autograd
     log_std = algo.model.actor.log_std
     assert log_std.shape == (64, 1)
     before = log_std.detach().clone()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pgrad.envs import make_vec_env
-from pgrad.numpy_policy import NumpyPolicy
+from pgrad.fast import acting_policy
 from pgrad.policies import ActorCritic, make_policy, mode
 from pgrad.rollout import Rollout
 
@@ -43,7 +43,7 @@ def _obs(space, n, seed=0):
 def test_log_probs_values_and_modes_match_torch(case, shared):
     obs_space, action_space, kwargs = CASES[case]
     model = _model(obs_space, action_space, dict(kwargs), shared)
-    fast = NumpyPolicy.of(model, np.random.default_rng(0))
+    fast = acting_policy(model, np.random.default_rng(0))
     assert fast is not None
     obs = _obs(obs_space, 64)
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_log_probs_values_and_modes_match_torch(case, shared):
 def test_samples_follow_the_policy_distribution():
     obs_space, action_space, kwargs = CASES["gaussian-state-std"]
     model = _model(obs_space, action_space, dict(kwargs), shared=False)
-    fast = NumpyPolicy.of(model, np.random.default_rng(1))
+    fast = acting_policy(model, np.random.default_rng(1))
     obs = np.repeat(_obs(obs_space, 1), 20_000, axis=0)
     actions, _, _ = fast(obs)
     with torch.no_grad():
@@ -78,7 +78,7 @@ def test_samples_follow_the_policy_distribution():
 
     obs_space, action_space, kwargs = CASES["categorical"]
     model = _model(obs_space, action_space, dict(kwargs), shared=False)
-    fast = NumpyPolicy.of(model, np.random.default_rng(2))
+    fast = acting_policy(model, np.random.default_rng(2))
     actions, _, _ = fast(obs)
     with torch.no_grad():
         probs = model.distribution(torch.as_tensor(obs[:1])).probs[0].numpy()
@@ -90,7 +90,7 @@ def test_samples_follow_the_policy_distribution():
 def test_parameter_updates_show_through_after_refresh(shared):
     obs_space, action_space, kwargs = CASES["categorical"]
     model = _model(obs_space, action_space, dict(kwargs), shared=shared)
-    fast = NumpyPolicy.of(model, np.random.default_rng(0))
+    fast = acting_policy(model, np.random.default_rng(0))
     assert (fast.side_by_side is None) == shared  # separate bodies run side by side
     obs = _obs(obs_space, 8)
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_each_rollout_acts_with_the_current_parameters():
 
 def test_unknown_parts_fall_back_to_torch():
     model = ActorCritic(make_policy(BOX, gym.spaces.Discrete(2), activation="gelu"), BOX)
-    assert NumpyPolicy.of(model, np.random.default_rng(0)) is None
+    assert acting_policy(model, np.random.default_rng(0)) is None
     envs = make_vec_env("CartPole-v1", 2)
     model = ActorCritic(
         make_policy(envs.single_observation_space, envs.single_action_space, activation="gelu"),

@@ -10,11 +10,11 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from pgrad import launch  # noqa: E402
 from pgrad.agent import evaluate  # noqa: E402
 from pgrad.algos.a2c import A2C, A2CConfig  # noqa: E402
-from pgrad.algos.a3c import A3CConfig  # noqa: E402
+from pgrad.algos.a3c import A3C, A3CConfig  # noqa: E402
 from pgrad.algos.ppo import PPO, PPOConfig  # noqa: E402
-from pgrad.distributed.ray_backend import RayA3C  # noqa: E402
 from pgrad.envs import make_vec_env  # noqa: E402
 
 
@@ -36,7 +36,8 @@ def _pair(cls, config_cls, **settings):
     """The same algorithm twice from the same seed: on Ray workers and in one process."""
     envs = make_vec_env("CartPole-v1", 1)
     torch.manual_seed(0)
-    distributed = cls(config_cls(backend="ray", workers=2, n_envs=2, **settings), envs, 0)
+    config = config_cls(backend="ray", workers=2, n_envs=2, **settings)
+    distributed = launch.algorithm(cls.__name__.lower(), config, envs, 0)
     torch.manual_seed(0)
     local = cls(config_cls(n_envs=4, **settings), envs, 0)
     return distributed, local
@@ -77,9 +78,9 @@ def test_synchronous_mode_gives_the_single_process_update_on_the_same_data(
         distributed.close()
 
 
-def _a3c(steps: int) -> RayA3C:
+def _a3c(steps: int) -> A3C:
     config = A3CConfig(backend="ray", workers=2, n_envs=4, steps=steps, seed=0)
-    return RayA3C(config, make_vec_env("CartPole-v1", 1), 0)
+    return launch.algorithm("a3c", config, make_vec_env("CartPole-v1", 1), 0)
 
 
 def test_asynchronous_mode_trains_cartpole():
@@ -98,7 +99,7 @@ def test_asynchronous_mode_trains_cartpole():
         algo.close()
     lags = [r["policy_lag"] for r in rows]
     assert min(lags) == 0 and max(lags) >= 1  # two workers: some gradients are one version old
-    assert algo.version == sum(1 for r in rows if r["grad_norm"] == r["grad_norm"])
+    assert algo.transport.version == sum(1 for r in rows if r["grad_norm"] == r["grad_norm"])
     returns = evaluate(algo.model, "CartPole-v1", episodes=30, seed=123, deterministic=False)
     assert returns.mean() > 45
 
@@ -108,8 +109,9 @@ def test_a_killed_worker_is_replaced_and_training_goes_on():
     try:
         for _ in range(20):
             algo.iterate()
-        assert algo.workers is not None
-        victim = algo.workers.actors[0]
+        workers = algo.transport.workers
+        assert workers is not None
+        victim = workers.actors[0]
         pid = ray.get(victim.pid.remote())
         ray.kill(victim, no_restart=True)
         steps = algo.steps
@@ -117,7 +119,7 @@ def test_a_killed_worker_is_replaced_and_training_goes_on():
             row = algo.iterate()
         assert row["workers_replaced"] == 1.0
         assert algo.steps > steps
-        assert ray.get(algo.workers.actors[0].pid.remote()) != pid
+        assert ray.get(workers.actors[0].pid.remote()) != pid
     finally:
         algo.close()
 

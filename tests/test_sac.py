@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import pgrad
-from pgrad.algos.sac import SAC, SACConfig, soft_target, temperature_loss
+from pgrad.algos.sac import SAC, SACConfig
 from pgrad.envs import make_vec_env
+from pgrad.losses import temperature_loss
 from pgrad.policies import SquashedNormal
+from pgrad.returns import soft_target
 
 
 def test_squashed_log_prob_is_the_change_of_variables_and_integrates_to_one():

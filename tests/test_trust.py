@@ -26,7 +26,7 @@ from pgrad.watchdog import Watchdog
 def test_a_nan_in_the_loss_stops_the_run_naming_it_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch
 ):
-    import pgrad.backprop as backprop
+    import pgrad.fast.backprop as backprop
 
     calls = {"n": 0}
     real_value_loss = backprop._value_loss  # PPO's value loss and its gradient
@@ -51,7 +51,7 @@ def test_a_nan_in_the_loss_stops_the_run_naming_it_and_keeps_the_last_checkpoint
 
 
 def test_nan_retries_go_back_to_the_checkpoint_with_a_smaller_learning_rate(tmp_path, monkeypatch):
-    import pgrad.backprop as backprop
+    import pgrad.fast.backprop as backprop
 
     calls = {"n": 0}
     real_value_loss = backprop._value_loss

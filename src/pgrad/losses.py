@@ -68,6 +68,18 @@ def entropy_bonus(entropy: torch.Tensor) -> torch.Tensor:
     return entropy.mean()
 
 
+def actor_critic_loss(
+    policy_loss: torch.Tensor,
+    value_loss: torch.Tensor,
+    entropy: torch.Tensor,
+    value_coef: float,
+    entropy_coef: float,
+) -> torch.Tensor:
+    """L = L_pi + value_coef * L_V - entropy_coef * mean_t H: one loss for an actor and a critic
+    that share an optimizer step (A2C, PPO)."""
+    return policy_loss + value_coef * value_loss - entropy_coef * entropy
+
+
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """KL(pi_old || pi_theta) estimated on samples from pi_old with the k3 estimator
     mean[(rho - 1) - log rho], rho = pi_theta / pi_old = exp(``log_ratio``): unbiased and never
@@ -108,3 +120,11 @@ def kl_estimate(log_ratio: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"KL estimator must be k1, k2 or k3, got {estimator!r}")
+
+
+def temperature_loss(
+    log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float
+) -> torch.Tensor:
+    """-mean[log alpha (log pi + H_target)], log pi detached: descends on alpha when the
+    entropy -E[log pi] is above H_target, ascends when it is below."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()

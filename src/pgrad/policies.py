@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence, Sized
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -35,6 +35,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from pgrad.errors import PgradError
+
+if TYPE_CHECKING:
+    from pgrad.config import PolicyConfig
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -544,3 +547,32 @@ def make_policy(
     raise UnsupportedSpaceError(
         f"unsupported action space {action_space}; expected Discrete, MultiDiscrete or Box"
     )
+
+
+def build_model(
+    config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space, critic: bool
+) -> Policy | ActorCritic:
+    """The policy ``config`` describes for ``action_space``, with a critic V(s) if ``critic``."""
+    body = {
+        "hidden_sizes": config.hidden_sizes,
+        "activation": config.activation,
+        "ortho_init": config.ortho_init,
+    }
+    policy = make_policy(
+        observation_space,
+        action_space,
+        std=config.std,
+        squash=config.squash,
+        log_std_init=config.log_std_init,
+        gsde_sample_every=config.gsde_sample_every,
+        **body,
+    )
+    if not critic:
+        return policy
+    return ActorCritic(policy, observation_space, shared=config.shared, **body)
+
+
+def build_actor_critic(
+    config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space
+) -> ActorCritic:
+    return build_model(config, observation_space, action_space, critic=True)

@@ -150,3 +150,19 @@ def normalize(x: torch.Tensor, eps: float = 1e-8, dim: int | None = None) -> tor
     if dim is None:
         return (x - x.mean()) / (x.std(correction=0) + eps)
     return (x - x.mean(dim, keepdim=True)) / (x.std(dim, correction=0, keepdim=True) + eps)
+
+
+def soft_target(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q1: torch.Tensor,
+    next_q2: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor | float,
+    gamma: float,
+) -> torch.Tensor:
+    """SAC's soft Bellman target y = r + gamma (1 - terminated) (min(Q'_1, Q'_2)(s', a') -
+    alpha log pi(a'|s')), a' ~ pi(.|s'): the soft value of s' under the twin targets' minimum. A
+    truncated transition bootstraps (terminated = 0), from the real final s'."""
+    soft_value = torch.minimum(next_q1, next_q2) - alpha * next_log_prob
+    return rewards + gamma * (1.0 - terminated) * soft_value

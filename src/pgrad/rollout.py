@@ -14,6 +14,7 @@ Either way ``next_values[t]`` is V of the true successor s_{t+1}, as ``returns``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
@@ -24,8 +25,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
+from pgrad import fast
 from pgrad.envs import autoreset_mode
-from pgrad.numpy_policy import NumpyPolicy
 from pgrad.policies import ActorCritic, Policy, actor_of, mode
 
 
@@ -108,25 +109,59 @@ class _Storage:
         return {k: v[: self.t] for k, v in self.tensors.items()}
 
 
-def _final_obs(info: dict, done: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-    """Under SAME_STEP, the real last observations of the sub-envs that just ended."""
-    obs = next_obs.copy()
-    for i in np.flatnonzero(done & info["_final_obs"]):
-        obs[i] = info["final_obs"][i]
-    return obs
+def episode_stats(returns: Sequence[float], lengths: Sequence[int]) -> dict[str, float]:
+    """The count, mean return and mean length of some finished episodes (NaN means if none)."""
+    n = len(returns)
+    return {
+        "episodes": n,
+        "episode_return": float(np.mean(returns)) if n else float("nan"),
+        "episode_length": float(np.mean(lengths)) if n else float("nan"),
+    }
 
 
-class _Stepper:
+def episode_metrics(batch: Batch) -> dict[str, float]:
+    """Episodes that ended in ``batch``: their count, mean true return and mean length."""
+    return episode_stats(batch.episode_returns, batch.episode_lengths)
+
+
+@dataclass
+class Transition:
+    """One step of every sub-env: (s_t, a_t, r_t, s_{t+1}) and which of them are real."""
+
+    obs: np.ndarray  # s_t
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    next_obs: np.ndarray  # as the env returned it (SAME_STEP: a reset observation where done)
+    valid: np.ndarray  # a transition of the MDP, in an episode kept for training
+    ended: np.ndarray  # valid, and the episode ended here
+    info: dict
+
+    def successors(self) -> np.ndarray:
+        """s_{t+1} of every sub-env: under SAME_STEP the real last observation where an episode
+        ended (``info["final_obs"]``), not the next episode's first."""
+        if "_final_obs" not in self.info or not self.ended.any():
+            return self.next_obs
+        obs = self.next_obs.copy()
+        done = self.terminated | self.truncated
+        for i in np.flatnonzero(done & self.info["_final_obs"]):
+            obs[i] = self.info["final_obs"][i]
+        return obs
+
+
+class Stepper:
     """A vector env's running state between steps: the current observations, which sub-envs
-    autoreset on the next step (NEXT_STEP), and the returns of the episodes under way.
+    autoreset on the next step (NEXT_STEP), and the returns of the episodes under way. The
+    on-policy rollouts and SAC's transition collection both step through it.
 
-    It acts through ``NumpyPolicy`` where the model allows (see ``pgrad.numpy_policy``), else
+    It acts through ``pgrad.fast``'s NumPy policy where the model allows (and ``fast``), else
     through the torch model; its NumPy generator is seeded from torch's, so a seeded run
     samples the same actions every time.
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv):
-        self.envs = envs
+    def __init__(self, envs: gym.vector.VectorEnv, fast: bool = True):
+        self.envs, self.fast_enabled = envs, fast
         self.n = envs.num_envs
         self.same_step = autoreset_mode(envs) == AutoresetMode.SAME_STEP
         self.action_shape = envs.single_action_space.shape
@@ -168,7 +203,8 @@ class _Stepper:
             self.model_key = None
         key = [p.data_ptr() for p in self.params]
         if self.model_key != key:
-            self.model_key, self.fast = key, NumpyPolicy.of(model, self.rng)
+            self.model_key = key
+            self.fast = fast.acting_policy(model, self.rng, self.fast_enabled)
         elif self.fast is not None:
             self.fast.refresh()
         self.gsde_actor = _gsde_actor(model)
@@ -197,33 +233,18 @@ class _Stepper:
             return self.fast.value(np.asarray(obs))
         return self.model.value(torch.from_numpy(np.asarray(obs, dtype=np.float32))).numpy()
 
-    def step(self, store: _Storage, keep: np.ndarray | bool, deterministic: bool) -> np.ndarray:
-        """Act in every sub-env and store the transition; ``mask`` = ``keep`` and not an autoreset
-        step. Returns which sub-envs ended a kept episode."""
-        action, log_prob, value = self.act(self.obs, deterministic)
-        self.has_critic = value is not None
-        next_obs, reward, terminated, truncated, info = self.envs.step(
-            action.reshape(self.n, *self.action_shape)
-        )
+    def transition(self, action: np.ndarray, keep: np.ndarray | bool = True) -> Transition:
+        """Step every sub-env with ``action`` and keep the books: a transition is ``valid`` if
+        ``keep`` and not an autoreset step; the true returns and lengths of the kept episodes
+        that end are appended to ``episode_returns`` and ``episode_lengths``."""
+        next_obs, reward, terminated, truncated, info = self.envs.step(action)
         done = terminated | truncated
         valid = keep & ~self.autoreset
-        final_value = self.zeros
-        if self.same_step and self.has_critic and (done & valid).any():
-            final_value = self.value(_final_obs(info, done, next_obs))
-        store.put(
-            obs=self.obs,
-            actions=action,
-            log_probs=log_prob,
-            rewards=reward,
-            terminated=terminated,
-            truncated=truncated,
-            values=self.zeros if value is None else value,
-            final_values=final_value,
-            mask=valid,
-        )
+        ended = done & valid
+        step = Transition(self.obs, action, reward, terminated, truncated, next_obs, valid, ended,
+                          info)  # fmt: skip
         self.running_return += np.where(valid, reward, 0.0)
         self.running_length += valid
-        ended = done & valid
         # The true return: RecordEpisodeStatistics' beneath reward normalisation, else our sum.
         episode = info.get("episode")
         for i in np.flatnonzero(ended):
@@ -235,7 +256,36 @@ class _Stepper:
         if not self.same_step:
             self.autoreset = done
         self.obs = next_obs
-        return ended
+        return step
+
+    def finished(self) -> tuple[np.ndarray, np.ndarray]:
+        """The true returns and lengths of the episodes that ended since the last call."""
+        out = np.asarray(self.episode_returns), np.asarray(self.episode_lengths, dtype=np.int64)
+        self.episode_returns, self.episode_lengths = [], []
+        return out
+
+    def step(self, store: _Storage, keep: np.ndarray | bool, deterministic: bool) -> np.ndarray:
+        """Act in every sub-env and store the transition, with V(s_t) and, where a SAME_STEP
+        episode ended, V of its real last observation. Returns which sub-envs ended a kept
+        episode."""
+        action, log_prob, value = self.act(self.obs, deterministic)
+        self.has_critic = value is not None
+        step = self.transition(action.reshape(self.n, *self.action_shape), keep)
+        final_value = self.zeros
+        if self.same_step and self.has_critic and step.ended.any():
+            final_value = self.value(step.successors())
+        store.put(
+            obs=step.obs,
+            actions=action,
+            log_probs=log_prob,
+            rewards=step.reward,
+            terminated=step.terminated,
+            truncated=step.truncated,
+            values=self.zeros if value is None else value,
+            final_values=final_value,
+            mask=step.valid,
+        )
+        return step.ended
 
     def batch(self, store: _Storage) -> Batch:
         """The stored steps as a ``Batch``, with V(s_{t+1}) of every step's true successor."""
@@ -248,15 +298,14 @@ class _Stepper:
         if self.same_step:
             ended = data["terminated"] | data["truncated"]
             next_values = torch.where(ended, final_values, next_values)
-        batch = Batch(
+        episode_returns, episode_lengths = self.finished()
+        return Batch(
             **data,
             values=values,
             next_values=next_values,
-            episode_returns=np.asarray(self.episode_returns),
-            episode_lengths=np.asarray(self.episode_lengths, dtype=np.int64),
+            episode_returns=episode_returns,
+            episode_lengths=episode_lengths,
         )
-        self.episode_returns, self.episode_lengths = [], []
-        return batch
 
 
 def _gsde_actor(model: nn.Module) -> Policy | None:
@@ -275,6 +324,7 @@ def collect_episodes(
     episodes_per_env: int | np.ndarray,
     deterministic: bool = False,
     seed: int | None = None,
+    fast: bool = True,
 ) -> Batch:
     """Reset ``envs`` and run each sub-env until it has finished ``episodes_per_env`` episodes.
 
@@ -283,7 +333,7 @@ def collect_episodes(
     end" instead would favour short ones and bias the gradient). An episode cut by a time limit
     counts as finished; ``next_values`` holds V of its final observation for bootstrapping.
     """
-    stepper = _Stepper(envs)
+    stepper = Stepper(envs, fast)
     stepper.reset(seed)
     stepper.use(model)
     quota = np.broadcast_to(np.asarray(episodes_per_env), (stepper.n,))
@@ -302,9 +352,11 @@ class Rollout:
     reused: a ``Batch`` is valid until the next ``collect``.
     """
 
-    def __init__(self, envs: gym.vector.VectorEnv, n_steps: int, seed: int | None = None):
+    def __init__(
+        self, envs: gym.vector.VectorEnv, n_steps: int, seed: int | None = None, fast: bool = True
+    ):
         self.n_steps = n_steps
-        self.stepper = _Stepper(envs)
+        self.stepper = Stepper(envs, fast)
         self.stepper.reset(seed)
         self.store = _Storage(capacity=n_steps)
 

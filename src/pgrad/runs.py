@@ -23,15 +23,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
 
 from pgrad.errors import PgradError
-
-if TYPE_CHECKING:
-    from pgrad.agent import Agent
 
 CHECKPOINT_FORMAT = 1
 
@@ -167,8 +164,3 @@ class Run:
         if not found:
             raise PgradError(f"run {str(self.path)!r} has no checkpoint")
         return found[-1]
-
-    def load(self) -> Agent:
-        from pgrad.agent import load
-
-        return load(self.path)

@@ -19,9 +19,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pgrad import algos, runs
+from pgrad import algos, launch, runs
 from pgrad.agent import EVAL_SEED_OFFSET, evaluate
-from pgrad.backprop import set_threads
 from pgrad.config import Config, build, shipped_defaults, to_dict, user_layers
 from pgrad.envs import (
     check_env_id,
@@ -30,6 +29,7 @@ from pgrad.envs import (
     normalization_state,
 )
 from pgrad.errors import NonFiniteError, PgradError
+from pgrad.fast import set_threads
 from pgrad.logging import MetricsLogger
 from pgrad.plot import plot_runs
 from pgrad.watchdog import Watchdog
@@ -89,7 +89,6 @@ def train(
             raise PgradError("train needs an algorithm name (or resume=RUN_DIR)")
         cfg = resolve(algo, env, steps, seed, config, sets, **overrides)
         saved = None
-    spec = algos.get(algo)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     envs = make_vec_env(
@@ -97,7 +96,7 @@ def train(
         normalize_reward=cfg.normalize_reward, gamma=cfg.gamma,
     )  # fmt: skip
     eval_envs = make_vec_env(env, min(cfg.eval_episodes, 10), normalize_obs=cfg.normalize_obs)
-    algorithm = spec.make(cfg, envs, cfg.seed)
+    algorithm = launch.algorithm(algo, cfg, envs, cfg.seed)
     if saved is None:
         path = runs.create(run_dir, algo, env, cfg.seed)
         meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}

@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import gymnasium as gym
 from torch import nn
 
-from pgrad.algos import a2c, a3c, actor_critic, common, ppo, reinforce, sac
+from pgrad.algos import a2c, a3c, actor_critic, ppo, reinforce, sac
 from pgrad.config import Config
 from pgrad.errors import PgradError
+from pgrad.policies import build_actor_critic
 
 
 class Algorithm(Protocol):
@@ -35,10 +36,16 @@ class AlgoSpec:
     name: str
     summary: str
     config_cls: type[Config]
-    make: Callable[[Any, gym.vector.VectorEnv, int | None], Algorithm]
+    make: Callable[..., Algorithm]
+    """(config, envs, seed[, workers]) -> the algorithm; ``workers``: what ``distributes`` says."""
     build_model: Callable[[Any, gym.Space, gym.Space], nn.Module]
     preset: dict[str, Any] = field(default_factory=dict)
     """Config values that define this variant (e.g. ``baseline: true``)."""
+    distributes: Literal["rollouts", "gradients"] | None = None
+    """What the algorithm can hand to workers elsewhere (``pgrad.launch`` plugs in a transport):
+    ``rollouts``, a collector of batches (A2C, PPO); ``gradients``, workers that compute
+    gradients on their own rollouts (A3C, with its ``worker`` class)."""
+    worker: type | None = None
 
 
 ALGOS: dict[str, AlgoSpec] = {
@@ -64,28 +71,33 @@ ALGOS: dict[str, AlgoSpec] = {
             "online one-step actor-critic: Psi_t = TD error, an update after every env step",
             actor_critic.ActorCriticConfig,
             actor_critic.OneStepActorCritic,
-            common.build_actor_critic,
+            build_actor_critic,
+            distributes="rollouts",
         ),
         AlgoSpec(
             "a2c",
             "A2C: n-step returns or GAE on synchronous vector envs, one batched update per rollout",
             a2c.A2CConfig,
             a2c.A2C,
-            common.build_actor_critic,
+            build_actor_critic,
+            distributes="rollouts",
         ),
         AlgoSpec(
             "a3c",
             "A3C: asynchronous workers push n-step actor-critic gradients into a shared model",
             a3c.A3CConfig,
-            a3c.make,
-            common.build_actor_critic,
+            a3c.A3C,
+            build_actor_critic,
+            distributes="gradients",
+            worker=a3c.Worker,
         ),
         AlgoSpec(
             "ppo",
             "PPO-clip: GAE, several epochs of shuffled minibatches on each rollout",
             ppo.PPOConfig,
             ppo.PPO,
-            common.build_actor_critic,
+            build_actor_critic,
+            distributes="rollouts",
         ),
         AlgoSpec(
             "sac",

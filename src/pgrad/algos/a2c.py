@@ -14,25 +14,24 @@ of the rollout, ``nstep`` equals ``gae`` with lambda = 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 import torch
 
-from pgrad.algos.common import (
-    FlatParameters,
-    OnPolicy,
-    OnPolicyConfig,
+from pgrad.algos.on_policy import Loss, OnPolicy
+from pgrad.config import OnPolicyConfig
+from pgrad.fast import ActorCriticTerms
+from pgrad.losses import (
     actor_critic_loss,
-    episode_metrics,
-    optimizer_step,
-    set_learning_rate,
+    entropy_bonus,
+    explained_variance,
+    policy_gradient_loss,
+    value_loss,
 )
-from pgrad.backprop import ActorCriticBackprop, Coefficients
-from pgrad.losses import explained_variance
+from pgrad.optim import set_learning_rate
 from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize, nstep_returns
-from pgrad.rollout import Batch
+from pgrad.rollout import Batch, episode_metrics
 
 LOSS_METRICS = ["policy_loss", "value_loss", "entropy", "explained_variance", "grad_norm"]
 
@@ -62,49 +61,25 @@ def advantages_and_targets(batch: Batch, config: A2CConfig) -> tuple[torch.Tenso
     return advantages, advantages + batch.values
 
 
-def coefficients(config: A2CConfig) -> Coefficients:
-    return Coefficients(value_coef=config.value_coef, entropy_coef=config.entropy_coef)
-
-
-def loss(
+def a2c_loss(
     model: ActorCritic,
     config: A2CConfig,
     obs: torch.Tensor,
     actions: torch.Tensor,
     advantages: torch.Tensor,
     targets: torch.Tensor,
-    backprop: ActorCriticBackprop | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The A2C loss of ``model`` on a set of transitions, and its parts: by autograd, or with
-    ``backprop`` (for ``model``) by hand, its gradient then left in the flat buffer."""
-    if config.normalize_advantage:
-        advantages = normalize(advantages)
-    objective = backprop or partial(actor_critic_loss, model)
-    total, parts, _ = objective(obs, actions, advantages, targets, coefficients(config))
-    return total, parts
-
-
-def gradient(
-    model: ActorCritic,
-    flat: FlatParameters,
-    config: A2CConfig,
-    batch: Batch,
-    backprop: ActorCriticBackprop | None = None,
-) -> dict[str, float]:
-    """A2C's clipped loss gradient on ``batch`` (with at least one valid step), left in
-    ``flat.param.grad`` for an optimizer to apply (here, or in A3C's shared model); its metrics.
-    ``backprop`` (for ``model`` and ``flat``): computed by hand instead of by autograd."""
-    advantages, targets = advantages_and_targets(batch, config)
-    obs, actions, advantages, targets, values = batch.valid(
-        batch.obs, batch.actions, advantages, targets, batch.values
+) -> Loss:
+    """The A2C loss on a set of transitions (advantages already normalised if asked)."""
+    dist, values = model(obs)
+    log_probs = dist.log_prob(actions)
+    policy_loss = policy_gradient_loss(log_probs, advantages)
+    critic_loss = value_loss(values, targets)
+    entropy = entropy_bonus(dist.entropy())
+    total = actor_critic_loss(
+        policy_loss, critic_loss, entropy, config.value_coef, config.entropy_coef
     )
-    total, parts = loss(model, config, obs, actions, advantages, targets, backprop)
-    grad_norm = flat.gradient(total, config.max_grad_norm, parts, computed=backprop is not None)
-    return {
-        **{k: v.item() for k, v in parts.items()},
-        "explained_variance": explained_variance(values, targets),
-        "grad_norm": grad_norm.item(),
-    }
+    parts = {"policy_loss": policy_loss, "value_loss": critic_loss, "entropy": entropy}
+    return total, parts, log_probs.detach()
 
 
 class A2C(OnPolicy):
@@ -112,25 +87,34 @@ class A2C(OnPolicy):
 
     config: A2CConfig
 
-    def loss(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        advantages: torch.Tensor,
-        targets: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The A2C loss on a set of transitions, and its parts."""
-        return loss(self.model, self.config, obs, actions, advantages, targets)
+    def terms(self) -> ActorCriticTerms:
+        return ActorCriticTerms("vanilla", self.config.value_coef, self.config.entropy_coef)
+
+    def gradient_on(self, batch: Batch) -> dict[str, float]:
+        """A2C's clipped loss gradient on ``batch`` (with at least one valid step), left in
+        ``flat.param.grad`` for an optimizer to apply (here, or A3C's learner); its metrics."""
+        advantages, targets = advantages_and_targets(batch, self.config)
+        obs, actions, advantages, targets, values = batch.valid(
+            batch.obs, batch.actions, advantages, targets, batch.values
+        )
+        if self.config.normalize_advantage:
+            advantages = normalize(advantages)
+        total, parts, _ = self.loss(a2c_loss, obs, actions, advantages, targets)
+        grad_norm = self.gradient(total, parts)
+        return {
+            **{k: v.item() for k, v in parts.items()},
+            "explained_variance": explained_variance(values, targets),
+            "grad_norm": grad_norm.item(),
+        }
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on ``batch``; its metrics."""
-        cfg = self.config
-        lr = set_learning_rate(self.optimizer, cfg, self.steps)
+        lr = set_learning_rate(self.optimizer, self.config, self.steps)
         metrics = {"steps": batch.steps, **episode_metrics(batch), "learning_rate": lr}
         metrics.update(dict.fromkeys(LOSS_METRICS, float("nan")))
         if batch.steps == 0:  # every env was on its ignored autoreset step (n_steps = 1)
             return metrics
-        metrics.update(gradient(self.model, self.flat, cfg, batch, self.backprop))
-        optimizer_step(self.optimizer)
+        metrics.update(self.gradient_on(batch))
+        self.step()
         self.steps += batch.steps
         return metrics

@@ -20,18 +20,21 @@ from dataclasses import dataclass
 
 import torch
 
-from pgrad.algos.common import (
-    OnPolicy,
-    OnPolicyConfig,
-    episode_metrics,
-    optimizer_step,
-    set_learning_rate,
+from pgrad.algos.on_policy import Loss, OnPolicy
+from pgrad.config import ConfigError, OnPolicyConfig, at_least, positive
+from pgrad.fast import ActorCriticTerms
+from pgrad.losses import (
+    actor_critic_loss,
+    approx_kl,
+    clipped_surrogate_loss,
+    entropy_bonus,
+    explained_variance,
+    value_loss,
 )
-from pgrad.backprop import Coefficients
-from pgrad.config import ConfigError
-from pgrad.losses import approx_kl, explained_variance
+from pgrad.optim import set_learning_rate
+from pgrad.policies import ActorCritic
 from pgrad.returns import gae, normalize
-from pgrad.rollout import Batch
+from pgrad.rollout import Batch, episode_metrics
 
 METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
 
@@ -52,23 +55,44 @@ class PPOConfig(OnPolicyConfig):
 
     def check(self) -> None:
         super().check()
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.n_epochs < 1:
-            raise ConfigError(f"n_epochs must be >= 1, got {self.n_epochs}")
-        if not self.clip_range > 0:
-            raise ConfigError(f"clip_range must be > 0, got {self.clip_range}")
-        if self.clip_range_vf is not None and not self.clip_range_vf > 0:
-            raise ConfigError(f"clip_range_vf must be > 0 or null, got {self.clip_range_vf}")
-        if self.target_kl is not None and not self.target_kl > 0:
-            raise ConfigError(f"target_kl must be > 0 or null, got {self.target_kl}")
+        at_least(self, "batch_size", 1)
+        at_least(self, "n_epochs", 1)
+        positive(self, "clip_range")
+        for key in ("clip_range_vf", "target_kl"):
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be > 0 or null, got {getattr(self, key)}")
 
 
-def _minibatches(
+def ppo_loss(
+    model: ActorCritic,
+    config: PPOConfig,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    targets: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    old_values: torch.Tensor,
+) -> Loss:
+    """PPO's loss on a minibatch: the clipped surrogate of rho_t = exp(log pi - log pi_old), the
+    (clipped) value loss and the entropy bonus."""
+    dist, values = model(obs)
+    log_probs = dist.log_prob(actions)
+    policy_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, config.clip_range)
+    critic_loss = value_loss(values, targets, old_values, config.clip_range_vf)
+    entropy = entropy_bonus(dist.entropy())
+    total = actor_critic_loss(
+        policy_loss, critic_loss, entropy, config.value_coef, config.entropy_coef
+    )
+    parts = {"policy_loss": policy_loss, "value_loss": critic_loss, "entropy": entropy}
+    return total, parts, log_probs.detach()
+
+
+def minibatches(
     obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, config: PPOConfig
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """``n_epochs`` of shuffled minibatches: (obs, actions, old log-probs, advantages (normalised
-    per minibatch if asked), targets, old values), the last four stacked in ``rows``.
+    """``n_epochs`` of shuffled minibatches: (obs, actions, advantages (normalised per
+    minibatch if asked), targets, old log-probs, old values), the last four from ``rows``
+    (old log-probs, advantages, targets, old values, stacked).
 
     Each epoch gathers the whole batch in one shuffled order and slices it, rather than
     gathering every minibatch; with one minibatch per epoch there is nothing to shuffle."""
@@ -87,8 +111,8 @@ def _minibatches(
 
 
 def _normalized(rows: torch.Tensor, size: int, config: PPOConfig) -> list[torch.Tensor]:
-    """The four rows, with the advantages normalised over each run of ``size`` columns (the
-    minibatches; the last may be shorter) if the config asks for it."""
+    """(advantages, targets, old log-probs, old values), the advantages normalised over each
+    run of ``size`` columns (the minibatches; the last may be shorter) if the config asks."""
     old_log_probs, advantages, targets, old_values = rows.unbind(0)
     if config.normalize_advantage:
         n, full = len(advantages), len(advantages) // size * size
@@ -96,16 +120,22 @@ def _normalized(rows: torch.Tensor, size: int, config: PPOConfig) -> list[torch.
         if full < n:
             parts.append(normalize(advantages[full:]))
         advantages = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return [old_log_probs, advantages, targets, old_values]
+    return [advantages, targets, old_log_probs, old_values]
 
 
 class PPO(OnPolicy):
     config: PPOConfig
 
+    def terms(self) -> ActorCriticTerms:
+        c = self.config
+        return ActorCriticTerms("clipped", c.value_coef, c.entropy_coef, c.clip_range,
+                                c.clip_range_vf)  # fmt: skip
+
     def update(self, batch: Batch) -> dict[str, float]:
         """``n_epochs`` of shuffled minibatch steps on ``batch``; their metrics."""
         cfg = self.config
         lr = set_learning_rate(self.optimizer, cfg, self.steps)
+        # 1. GAE(gamma, lambda) advantages, and lambda-returns as the critic's targets
         advantages = gae(
             batch.rewards, batch.values, batch.next_values, batch.terminated, batch.truncated,
             cfg.gamma, cfg.gae_lambda,
@@ -114,24 +144,22 @@ class PPO(OnPolicy):
         obs, actions, old_log_probs, advantages, targets, old_values = batch.valid(
             batch.obs, batch.actions, batch.log_probs, advantages, targets, batch.values
         )
-        coefs = Coefficients(cfg.value_coef, cfg.entropy_coef, cfg.clip_range, cfg.clip_range_vf)
-        # One gather per minibatch for the per-transition floats.
-        rows = torch.stack([old_log_probs, advantages, targets, old_values])
+        rows = torch.stack([old_log_probs, advantages, targets, old_values])  # one gather each
 
         losses: list[torch.Tensor] = []  # per step: policy, value, entropy, grad norm
         log_ratios: list[torch.Tensor] = []  # per step: log(pi / pi_old) on its minibatch
         stopped_early = False
-        for minibatch in _minibatches(obs, actions, rows, cfg):
-            mb_obs, mb_actions, mb_old_log_probs, adv, mb_targets, mb_old_values = minibatch
-            total, parts, log_probs = self.minibatch_loss(
-                mb_obs, mb_actions, adv, mb_targets, coefs, mb_old_log_probs, mb_old_values
-            )
-            log_ratio = log_probs - mb_old_log_probs
+        for minibatch in minibatches(obs, actions, rows, cfg):
+            # 2. the loss: ratio, clipped surrogate, (clipped) value loss, entropy (ppo_loss)
+            total, parts, log_probs = self.loss(ppo_loss, *minibatch)
+            # 3. stop the epochs once the policy has moved too far from pi_old
+            log_ratio = log_probs - minibatch[4]
             if cfg.target_kl is not None and approx_kl(log_ratio) > 1.5 * cfg.target_kl:
                 stopped_early = True
                 break
-            grad_norm = self.minibatch_gradient(total, parts)
-            optimizer_step(self.optimizer)
+            # 4. the clipped gradient, and the optimizer's step
+            grad_norm = self.gradient(total, parts)
+            self.step()
             with torch.no_grad():
                 losses.append(torch.stack([*(parts[k] for k in METRICS[:3]), grad_norm]))
             log_ratios.append(log_ratio)

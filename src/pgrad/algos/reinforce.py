@@ -22,14 +22,14 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from pgrad.algos import common
-from pgrad.algos.common import PolicyConfig, episode_metrics, gradient_step
-from pgrad.config import ConfigError
+from pgrad import policies
+from pgrad.config import PolicyConfig, at_least
 from pgrad.envs import spaces
 from pgrad.losses import entropy_bonus, policy_gradient_loss, value_loss
+from pgrad.optim import gradient_step, make_optimizer
 from pgrad.policies import ActorCritic, Policy
 from pgrad.returns import discounted_returns, normalize
-from pgrad.rollout import collect_episodes
+from pgrad.rollout import collect_episodes, episode_metrics
 
 
 @dataclass
@@ -46,16 +46,14 @@ class ReinforceConfig(PolicyConfig):
 
     def check(self) -> None:
         super().check()
-        if self.episodes_per_env < 1:
-            raise ConfigError(f"episodes_per_env must be >= 1, got {self.episodes_per_env}")
-        if self.value_epochs < 1:
-            raise ConfigError(f"value_epochs must be >= 1, got {self.value_epochs}")
+        at_least(self, "episodes_per_env", 1)
+        at_least(self, "value_epochs", 1)
 
 
 def build_model(
     config: ReinforceConfig, observation_space: gym.Space, action_space: gym.Space
 ) -> Policy | ActorCritic:
-    return common.build_model(config, observation_space, action_space, critic=config.baseline)
+    return policies.build_model(config, observation_space, action_space, critic=config.baseline)
 
 
 class Reinforce:
@@ -66,7 +64,7 @@ class Reinforce:
     ):
         self.config, self.envs, self.seed = config, envs, seed
         self.model = build_model(config, *spaces(envs))
-        self.optimizer = common.make_optimizer(
+        self.optimizer = make_optimizer(
             "adam", self.model.parameters(), config.learning_rate, eps=1e-8
         )
 
@@ -83,7 +81,9 @@ class Reinforce:
     def iterate(self) -> dict[str, float]:
         """One update; returns its metrics, including ``steps`` (transitions trained on)."""
         cfg = self.config
-        batch = collect_episodes(self.envs, self.model, cfg.episodes_per_env, seed=self.seed)
+        batch = collect_episodes(
+            self.envs, self.model, cfg.episodes_per_env, seed=self.seed, fast=cfg.fast
+        )
         self.seed = None  # seed the first reset only; later resets continue the env's RNG
         returns = discounted_returns(
             batch.rewards,

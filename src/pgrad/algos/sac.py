@@ -32,8 +32,6 @@ fed to the critics in the same [-1, 1] units.
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,21 +39,18 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from pgrad.algos.common import (
-    FlatParameters,
-    PolicyConfig,
-    check_loss,
-    episode_stats,
-    flatten,
-)
-from pgrad.config import ConfigError
+from pgrad.config import ConfigError, PolicyConfig, at_least, positive
+from pgrad.critics import SACModel
 from pgrad.envs import spaces
-from pgrad.errors import PgradError
-from pgrad.numpy_policy import NumpyPolicy
-from pgrad.policies import ObservationEncoder, SquashedNormal, make_policy, mlp
+from pgrad.fast import FlatParameters
+from pgrad.fast.flat import flatten
+from pgrad.losses import temperature_loss
+from pgrad.optim import OptimizerGroup, check_loss
+from pgrad.policies import SquashedNormal
 from pgrad.replay import ReplayBuffer
+from pgrad.returns import soft_target
+from pgrad.rollout import Stepper, episode_stats
 
 
 @dataclass
@@ -88,60 +83,17 @@ class SACConfig(PolicyConfig):
     def check(self) -> None:
         super().check()
         for key in ("buffer_size", "batch_size", "train_freq", "gradient_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.learning_starts < 0:
-            raise ConfigError(f"learning_starts must be >= 0, got {self.learning_starts}")
+            at_least(self, key, 1)
+        at_least(self, "learning_starts", 0)
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
         if self.alpha is not None and not self.alpha > 0:
             raise ConfigError(f"alpha must be > 0 or null (automatic), got {self.alpha}")
-        if not self.alpha_init > 0:
-            raise ConfigError(f"alpha_init must be > 0, got {self.alpha_init}")
+        positive(self, "alpha_init")
         if self.squash != "tanh" or self.std != "state":
             raise ConfigError("sac's policy is a tanh-squashed Gaussian: squash tanh, std state")
         if self.normalize_obs or self.normalize_reward:
             raise ConfigError("sac does not support normalize_obs/normalize_reward; set them false")
-
-
-class TwinQ(nn.Module):
-    """Q_1(s, a) and Q_2(s, a): two MLPs on [encode(s), a scaled to [-1, 1]]."""
-
-    def __init__(self, observation_space: gym.Space, action_dim: int, config: SACConfig):
-        super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
-        sizes = [self.encoder.dim + action_dim, *config.hidden_sizes, 1]
-        self.q1 = mlp(sizes, config.activation, ortho_init=config.ortho_init)
-        self.q2 = mlp(sizes, config.activation, ortho_init=config.ortho_init)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = torch.cat([self.encoder(obs), action], -1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
-
-
-class SACModel(nn.Module):
-    """The policy, the twin critics, their targets and log alpha: one state dict."""
-
-    def __init__(self, config: SACConfig, observation_space: gym.Space, action_space: gym.Space):
-        super().__init__()
-        if not isinstance(action_space, gym.spaces.Box):
-            raise PgradError(f"sac needs continuous (Box) actions; this env has {action_space}")
-        self.actor = make_policy(
-            observation_space, action_space, config.hidden_sizes, config.activation,
-            std="state", squash="tanh", log_std_init=config.log_std_init,
-            ortho_init=config.ortho_init,
-        )  # fmt: skip
-        action_dim = int(np.prod(action_space.shape))
-        self.critics = TwinQ(observation_space, action_dim, config)
-        self.targets = copy.deepcopy(self.critics).requires_grad_(False)
-        alpha = config.alpha if config.alpha is not None else config.alpha_init
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
-
-    def forward(self, obs: torch.Tensor):
-        return self.actor(obs)
-
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor.act(obs, deterministic)
 
 
 def build_model(config: SACConfig, observation_space: gym.Space, action_space: gym.Space):
@@ -155,49 +107,9 @@ def squashed_sample(dist: SquashedNormal) -> tuple[torch.Tensor, torch.Tensor]:
     return (action - dist.loc) / dist.scale, log_prob + torch.log(dist.scale).sum(-1)
 
 
-def soft_target(
-    rewards: torch.Tensor,
-    terminated: torch.Tensor,
-    next_q1: torch.Tensor,
-    next_q2: torch.Tensor,
-    next_log_prob: torch.Tensor,
-    alpha: torch.Tensor | float,
-    gamma: float,
-) -> torch.Tensor:
-    """y = r + gamma (1 - terminated) (min(Q'_1, Q'_2)(s', a') - alpha log pi(a'|s'))."""
-    soft_value = torch.minimum(next_q1, next_q2) - alpha * next_log_prob
-    return rewards + gamma * (1.0 - terminated) * soft_value
-
-
-def temperature_loss(
-    log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float
-) -> torch.Tensor:
-    """-mean[log alpha (log pi + H_target)], log pi detached: descends on alpha when the
-    entropy -E[log pi] is above H_target, ascends when it is below."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
-
-
-class _Optimizers:
-    """The actor's, the critics' and the temperature's Adam, saved and restored as one."""
-
-    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [g for o in self.optimizers.values() for g in o.param_groups]
-
-    def state_dict(self) -> dict:
-        return {k: o.state_dict() for k, o in self.optimizers.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state[k])
-
-
 class SAC:
     def __init__(self, config: SACConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
-        self.config, self.envs = config, envs
+        self.config = config
         observation_space, action_space = spaces(envs)
         self.model = SACModel(config, observation_space, action_space)
         self.action_dim = int(np.prod(action_space.shape))
@@ -218,57 +130,34 @@ class SAC:
         }
         if config.alpha is None:
             optimizers["alpha"] = torch.optim.Adam([self.model.log_alpha], lr=lr)
-        self.optimizer = _Optimizers(optimizers)
+        self.optimizer = OptimizerGroup(optimizers)
         self.buffer = ReplayBuffer(
             min(config.buffer_size, config.steps), observation_space.shape, self.action_dim
         )
-        self.rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        self.stepper = Stepper(envs, config.fast)
+        self.stepper.reset(seed)
         self.steps = 0
-        self.obs, _ = envs.reset(seed=seed)
-        self.autoreset = np.zeros(envs.num_envs, dtype=bool)
-        self.running_return = np.zeros(envs.num_envs)
-        self.running_length = np.zeros(envs.num_envs, dtype=np.int64)
 
-    # Acting
-
-    def _policy_actions(self, obs: np.ndarray) -> np.ndarray:
-        key = [p.data_ptr() for p in self.model.actor.parameters()]
-        if getattr(self, "_fast_key", None) != key:
-            self._fast_key, self._fast = key, NumpyPolicy.of(self.model.actor, self.rng)
-        if self._fast is not None:
-            return self._fast(np.asarray(obs), False)[0]
-        with torch.no_grad():
-            return self.model.actor.act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-
-    def _env_step(self) -> tuple[int, list[float], list[int]]:
-        """One vector-env step into the buffer; (transitions stored, finished returns, lengths)."""
-        n = self.envs.num_envs
+    def _env_step(self) -> int:
+        """One vector-env step into the buffer (uniform random actions before
+        ``learning_starts``); the number of transitions stored."""
+        stepper, n = self.stepper, self.stepper.n
         if self.steps < self.config.learning_starts:
-            action = self.rng.uniform(self.low, self.high, size=(n, *self.low.shape))
+            action = stepper.rng.uniform(self.low, self.high, size=(n, *self.low.shape))
         else:
-            action = self._policy_actions(self.obs).reshape(n, *self.low.shape)
-        next_obs, reward, terminated, truncated, _ = self.envs.step(action)
-        valid = ~self.autoreset  # NEXT_STEP: the step after an episode's end is not a transition
+            with torch.no_grad():
+                action = stepper.act(stepper.obs, False)[0].reshape(n, *self.low.shape)
+        step = stepper.transition(action)
+        valid = step.valid
         if valid.any():
             self.buffer.add(
-                obs=self.obs[valid],
+                obs=step.obs[valid],
                 actions=((action - self.loc) / self.scale).reshape(n, -1)[valid],
-                rewards=reward[valid],
-                next_obs=next_obs[valid],
-                terminated=terminated[valid],
+                rewards=step.reward[valid],
+                next_obs=step.successors()[valid],
+                terminated=step.terminated[valid],
             )
-        self.running_return += np.where(valid, reward, 0.0)
-        self.running_length += valid
-        done = (terminated | truncated) & valid
-        returns = self.running_return[done].tolist()
-        lengths = self.running_length[done].tolist()
-        self.running_return[terminated | truncated] = 0.0
-        self.running_length[terminated | truncated] = 0
-        self.autoreset = terminated | truncated
-        self.obs = next_obs
-        return int(valid.sum()), returns, lengths
-
-    # Learning
+        return int(valid.sum())
 
     def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One SAC gradient step (module docstring); returns its diagnostics, stacked."""
@@ -323,16 +212,12 @@ class SAC:
     def iterate(self) -> dict[str, float]:
         """``train_freq`` vector-env steps, then ``gradient_steps`` updates once learning starts."""
         cfg = self.config
-        steps, returns, lengths = 0, [], []
-        for _ in range(cfg.train_freq):
-            n, r, length = self._env_step()
-            steps += n
-            returns += r
-            lengths += length
+        self.stepper.use(self.model.actor)
+        steps = sum(self._env_step() for _ in range(cfg.train_freq))
         self.steps += steps
         row = {
             "steps": steps,
-            **episode_stats(returns, lengths),
+            **episode_stats(*self.stepper.finished()),
             **dict.fromkeys(self.METRICS, float("nan")),
         }
         if self.steps >= cfg.learning_starts and self.buffer.size >= 1:
@@ -345,30 +230,14 @@ class SAC:
     def close(self) -> None:
         """Nothing to release: the envs belong to the caller."""
 
-    # Resume
-
     def state(self) -> dict:
-        return {
-            "steps": self.steps,
-            "buffer": self.buffer.state(),
-            "rng": self.rng.bit_generator.state,
-            "obs": self.obs,
-            "autoreset": self.autoreset,
-            "running_return": self.running_return,
-            "running_length": self.running_length,
-        }
+        return {"steps": self.steps, "buffer": self.buffer.state(), "stepper": self.stepper.state()}
 
     def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
         self.steps = state["steps"]
         self.buffer.load_state(state["buffer"])
-        self.rng.bit_generator.state = state["rng"]
-        self.envs = envs
-        if env_restored:
-            self.obs, self.autoreset = state["obs"], state["autoreset"]
-            self.running_return = state["running_return"]
-            self.running_length = state["running_length"]
-        else:
-            self.obs, _ = envs.reset()
-            self.autoreset[:] = False
-            self.running_return[:] = 0.0
-            self.running_length[:] = 0
+        if "stepper" not in state:  # a checkpoint from before the shared stepper
+            keys = ("obs", "autoreset", "running_return", "running_length", "rng")
+            state = {"stepper": {**{k: state[k] for k in keys}, "episode_returns": [],
+                                 "episode_lengths": []}}  # fmt: skip
+        self.stepper.load_state(state["stepper"], envs, env_restored)

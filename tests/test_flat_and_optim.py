@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pgrad.algos.common import FlatParameters, make_optimizer, optimizer_step
+from pgrad.fast import FlatParameters
+from pgrad.fast.optim import optimizer_step
+from pgrad.optim import make_optimizer
 from pgrad.policies import ActorCritic, CategoricalPolicy, mlp
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -138,7 +140,7 @@ def test_optimizer_step_falls_back_to_step_when_torch_internals_differ(monkeypat
     step is ``optimizer.step()``'s, bit for bit, and nothing raises."""
     from types import SimpleNamespace
 
-    from pgrad.algos import common
+    from pgrad.fast import optim as common
 
     monkeypatch.setattr(common, "_AGREES", {}, raising=False)
     functional = {"signature": _changed_signature, "rule": _wrong_rule}.get(change)

@@ -1,0 +1,113 @@
+"""The frame A2C and PPO share: an actor-critic with flat parameters and an optimizer, a
+collector of fixed-length rollouts, and the gradient of the algorithm's own loss.
+
+Each algorithm writes its loss in torch (``a2c.a2c_loss``, ``ppo.ppo_loss``) and names its terms
+(``terms``); ``loss`` evaluates it, by the fast path's hand-written twin where the model allows
+(``pgrad.fast.loss_gradient``, which leaves the gradient in the flat buffer), else by the torch
+function, and ``gradient`` finishes the job (autograd if needed, clipping, NaN checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import gymnasium as gym
+import torch
+
+from pgrad import fast
+from pgrad.config import ConfigError, OnPolicyConfig
+from pgrad.envs import spaces
+from pgrad.fast import ActorCriticTerms, FlatParameters
+from pgrad.optim import make_optimizer
+from pgrad.policies import ActorCritic, Policy, build_actor_critic
+from pgrad.rollout import Batch, Rollout
+
+Loss = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]
+"""(L, its parts, log pi(a_t|s_t) detached)."""
+
+
+class Collector(Protocol):
+    """Where batches come from: ``rollout.Rollout`` in this process, or workers elsewhere
+    (``pgrad.distributed``'s ``RayRollout``)."""
+
+    def collect(self, model: Policy | ActorCritic) -> Batch: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    def state(self) -> dict: ...
+
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OnPolicy:
+    """Collect a batch, ``update`` on it (each algorithm's own), repeat."""
+
+    config: OnPolicyConfig
+
+    def __init__(
+        self,
+        config: OnPolicyConfig,
+        envs: gym.vector.VectorEnv,
+        seed: int | None = None,
+        collector: Collector | None = None,
+    ):
+        self.config = config
+        self.model = build_actor_critic(config, *spaces(envs))
+        lr, eps = config.learning_rate, config.adam_eps
+        self.flat = FlatParameters(self.model)
+        self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
+        self.fast_loss = fast.loss_gradient(self.model, self.flat, self.terms(), config.fast)
+        if collector is None:
+            if config.backend == "ray" or config.workers > 1:
+                raise ConfigError(
+                    f"workers: {config.workers}, backend: {config.backend} needs Ray workers: "
+                    "train through pgrad.train (a local run collects in one process; use n_envs "
+                    "for more envs)"
+                )
+            collector = Rollout(envs, config.n_steps, seed, config.fast)
+        self.rollout = collector
+        self.steps = 0
+
+    def terms(self) -> ActorCriticTerms:
+        """The terms of the algorithm's loss, for its fast twin."""
+        raise NotImplementedError
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def iterate(self) -> dict[str, float]:
+        metrics = self.update(self.rollout.collect(self.model))
+        return {**metrics, **self.rollout.metrics()}
+
+    def loss(self, torch_loss: Callable[..., Loss], *minibatch: torch.Tensor) -> Loss:
+        """``torch_loss(model, config, *minibatch)``, or its fast twin's value, which leaves
+        dL/dtheta in the flat buffer already."""
+        if self.fast_loss is not None:
+            return self.fast_loss(*minibatch)
+        return torch_loss(self.model, self.config, *minibatch)
+
+    def gradient(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """dL/dtheta of ``loss``'s L in the flat buffer, clipped; its norm before clipping. A
+        non-finite loss or gradient raises ``NonFiniteError`` before any parameter changes."""
+        computed = self.fast_loss is not None
+        return self.flat.gradient(total, self.config.max_grad_norm, parts, computed)
+
+    def step(self) -> None:
+        """Apply the gradient in the flat buffer."""
+        fast.step(self.optimizer, self.config.fast)
+
+    def close(self) -> None:
+        self.rollout.close()
+
+    def state(self) -> dict:
+        """What ``resume`` needs beyond the model and optimizer."""
+        return {"steps": self.steps, "rollout": self.rollout.state()}
+
+    def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
+        """Continue in ``envs``: the saved env (``env_restored``) picks up the saved episodes;
+        a fresh one starts new episodes."""
+        self.steps = state["steps"]
+        self.rollout.load_state(state["rollout"], envs, env_restored)

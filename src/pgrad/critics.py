@@ -1,0 +1,57 @@
+"""Q-function networks: SAC's twin soft Q critics, and SAC's whole model (policy, critics,
+their Polyak-averaged targets and the temperature) in one state dict."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from pgrad.config import PolicyConfig
+from pgrad.errors import PgradError
+from pgrad.policies import ObservationEncoder, make_policy, mlp
+
+
+class TwinQ(nn.Module):
+    """Q_1(s, a) and Q_2(s, a): two MLPs on [encode(s), a scaled to [-1, 1]]."""
+
+    def __init__(self, observation_space: gym.Space, action_dim: int, config: PolicyConfig):
+        super().__init__()
+        self.encoder = ObservationEncoder(observation_space)
+        sizes = [self.encoder.dim + action_dim, *config.hidden_sizes, 1]
+        self.q1 = mlp(sizes, config.activation, ortho_init=config.ortho_init)
+        self.q2 = mlp(sizes, config.activation, ortho_init=config.ortho_init)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = torch.cat([self.encoder(obs), action], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class SACModel(nn.Module):
+    """The policy, the twin critics, their targets and log alpha: one state dict (``config``:
+    ``algos.sac.SACConfig``)."""
+
+    def __init__(self, config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space):
+        super().__init__()
+        if not isinstance(action_space, gym.spaces.Box):
+            raise PgradError(f"sac needs continuous (Box) actions; this env has {action_space}")
+        self.actor = make_policy(
+            observation_space, action_space, config.hidden_sizes, config.activation,
+            std="state", squash="tanh", log_std_init=config.log_std_init,
+            ortho_init=config.ortho_init,
+        )  # fmt: skip
+        action_dim = int(np.prod(action_space.shape))
+        self.critics = TwinQ(observation_space, action_dim, config)
+        self.targets = copy.deepcopy(self.critics).requires_grad_(False)
+        alpha = config.alpha if config.alpha is not None else config.alpha_init
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
+
+    def forward(self, obs: torch.Tensor):
+        return self.actor(obs)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.actor.act(obs, deterministic)
