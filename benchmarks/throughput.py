@@ -3,12 +3,16 @@
     pip install -e '.[bench]'
     python benchmarks/throughput.py --case ppo-CartPole-zoo --pairs 5
     python benchmarks/throughput.py --case a2c-CartPole --pairs 5 --json
+    python benchmarks/throughput.py --case ppo-HalfCheetah --pairs 5 --versus /tmp/base/src
 
 Each pair trains pgrad, then SB3 (alternating, so drift in the machine's load hits both), in this
 same process, with the same torch thread count, number of envs, steps per rollout, epochs and
 minibatch size, for ``--steps`` env steps. Timed: the training loop only (pgrad's ``train`` loop
 with logging and the final checkpoint, no evaluation; SB3's ``learn``), not construction.
-Also measured: the env's own step rate with random actions in the same vector env (the ceiling
+``--versus SRC`` compares pgrad with pgrad instead: each pair trains the code under ``SRC`` (an
+older checkout's ``src``), then this checkout's, each in a fresh subprocess, alternating, and
+prints both SPS and their ratio (new / old). Also measured (without ``--versus``): the env's own
+step rate with random actions in the same vector env (the ceiling
 no learner can pass) and pgrad's share of it. Prints per pair both SPS and their ratio, then
 medians.
 """
@@ -20,8 +24,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 CASES: dict[str, dict[str, Any]] = {
@@ -137,10 +144,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="env steps per measurement (default: the case's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both libraries")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--versus", metavar="SRC", help="compare with pgrad from this src dir")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--pgrad-sps-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     case = CASES[args.case]
     steps = args.steps or case["steps"]
+    if args.pgrad_sps_only:  # one measurement, for --versus
+        print(pgrad_sps(case, steps, args.threads, seed=args.seed))
+        return
+    if args.versus:
+        versus(args, steps)
+        return
     pairs = []
     for i in range(args.pairs):
         p = pgrad_sps(case, steps, args.threads, seed=i)
@@ -172,6 +188,40 @@ def main() -> None:
         f"ratio {result['median_ratio']:.2f}; env ceiling {ceiling:.0f} SPS "
         f"(pgrad at {result['pgrad_share_of_ceiling']:.0%} of it)"
     )
+
+
+def versus(args: argparse.Namespace, steps: int) -> None:
+    """Pairs of (pgrad from ``args.versus``, pgrad from this checkout), alternating."""
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    pairs = []
+    for i in range(args.pairs):
+        sps = {}
+        for name, src in (("old", args.versus), ("new", here)):
+            command = [
+                sys.executable, __file__, "--case", args.case, "--steps", str(steps),
+                "--threads", str(args.threads), "--seed", str(i), "--pgrad-sps-only",
+            ]  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": src}
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            sps[name] = float(out.stdout.strip().splitlines()[-1])
+        pairs.append({**sps, "ratio": sps["new"] / sps["old"]})
+        if not args.json:
+            print(f"pair {i}: old {sps['old']:8.0f} SPS   new {sps['new']:8.0f} SPS   "
+                  f"ratio {sps['new'] / sps['old']:5.3f}")  # fmt: skip
+    result = {
+        "case": args.case,
+        "versus": args.versus,
+        "steps": steps,
+        "pairs": pairs,
+        "median_old_sps": statistics.median(p["old"] for p in pairs),
+        "median_new_sps": statistics.median(p["new"] for p in pairs),
+        "median_ratio": statistics.median(p["ratio"] for p in pairs),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"median: old {result['median_old_sps']:.0f} SPS, new {result['median_new_sps']:.0f}"
+              f" SPS, ratio {result['median_ratio']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from pgrad.losses import (
+    actor_critic_loss,
     approx_kl,
+    clip_fraction,
     clipped_surrogate_loss,
     entropy_bonus,
     explained_variance,
@@ -120,3 +122,13 @@ def test_clipped_value_loss_passes_no_gradient_into_the_old_values():
     # (2.5^2 > 2^2) and is chosen: its gradient wrt V is 0. Row 1: |0.1| < 0.5, the branches
     # coincide: 2 (V - target) / 3 = 0. Row 2: clipped 2.5 gives 6.25 < 9: 2 * 3 / 3 = 2.
     assert values.grad.tolist() == pytest.approx([0.0, 0.0, 2.0])
+
+
+def test_clip_fraction_counts_ratios_outside_the_clip_range_by_hand():
+    ratios = torch.tensor([0.7, 0.9, 1.0, 1.19, 1.25])  # outside [0.8, 1.2]: 0.7 and 1.25
+    assert clip_fraction(ratios.log(), 0.2).item() == pytest.approx(2 / 5)
+
+
+def test_actor_critic_loss_weighs_its_terms_by_hand():
+    total = actor_critic_loss(torch.tensor(1.5), torch.tensor(4.0), torch.tensor(2.0), 0.5, 0.1)
+    assert total.item() == pytest.approx(1.5 + 0.5 * 4.0 - 0.1 * 2.0)

@@ -231,7 +231,7 @@ def test_a_nan_reward_stops_the_run_naming_it_and_keeps_the_last_good_checkpoint
     from pgrad import runs
     from pgrad.errors import PgradError
 
-    with pytest.raises(PgradError, match=r"^iteration 4: non-finite rloo loss"):
+    with pytest.raises(PgradError, match=r"^iteration 4: non-finite policy_loss \(nan\)"):
         _run(
             tmp_path,
             sft_dir,

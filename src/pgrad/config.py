@@ -28,40 +28,58 @@ class ConfigError(PgradError):
 
 
 @dataclass
-class Config:
-    """Settings shared by every algorithm (Stable-Baselines3 names where they exist)."""
+class RunConfig:
+    """What every training run has, control or RLHF: its seed, the optimizer's step size and
+    gradient clip, and the cadence of logging, evaluation and checkpoints."""
+
+    seed: int = 0
+    learning_rate: float = 1e-3
+    max_grad_norm: float | None = None
+    """Clip the global gradient norm to this (None: no clipping)."""
+    normalize_advantage: bool = True
+    """Standardise Psi_t over each batch (for plain REINFORCE Psi_t = G_t: the returns)."""
+    log_every: int = 2000
+    """Write a metrics row (averaged over the updates since the last) every this many steps."""
+    eval_every: int = 0
+    """Evaluate every this many steps during training (0: only at the end)."""
+    checkpoint_every: int = 50_000
+    keep_checkpoints: int = 3
+
+    def check(self) -> None:
+        """Range checks; raise ``ConfigError`` on the first violation."""
+        at_least(self, "seed", 0)
+        at_least(self, "log_every", 1)
+        at_least(self, "eval_every", 0)
+        at_least(self, "checkpoint_every", 1)
+        at_least(self, "keep_checkpoints", 1)
+        positive(self, "learning_rate")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+
+
+@dataclass
+class Config(RunConfig):
+    """Settings shared by every control algorithm (Stable-Baselines3 names where they exist)."""
 
     steps: int = 100_000
     """Environment steps to train for (transitions trained on)."""
-    seed: int = 0
     n_envs: int = 8
     """Parallel environments in the vector env."""
     vectorization: Literal["auto", "sync", "async"] = "auto"
     """Gymnasium vector env: ``auto`` takes the env's native vectorised version where it has one
     (CartPole), else ``sync`` (one process); ``async`` runs each env in a subprocess."""
-    learning_rate: float = 1e-3
     gamma: float = 0.99
     """Discount factor."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: Literal["tanh", "relu", "elu", "gelu"] = "tanh"
-    max_grad_norm: float | None = None
-    """Clip the global gradient norm to this (None: no clipping)."""
-    normalize_advantage: bool = True
-    """Standardise Psi_t over each batch (for plain REINFORCE Psi_t = G_t: the returns)."""
     entropy_coef: float = 0.0
     normalize_obs: bool = False
     """Normalise observations by running mean and variance (Gymnasium's NormalizeObservation);
     the statistics are saved with the agent."""
     normalize_reward: bool = False
     """Scale rewards by the running std of the discounted return (Gymnasium's NormalizeReward)."""
-    log_every: int = 2000
-    """Write a metrics row (averaged over the updates since the last) every this many steps."""
     eval_episodes: int = 10
     """Episodes of the final evaluation (deterministic actions)."""
-    eval_every: int = 0
-    """Evaluate every this many steps during training (0: only at the end)."""
-    checkpoint_every: int = 50_000
-    keep_checkpoints: int = 3
     threads: int = 1
     """torch intra-op threads and NumPy's BLAS threads (process-wide, as ``torch.set_num_threads``
     is); small networks run fastest (and reproducibly) on one."""
@@ -75,27 +93,17 @@ class Config:
     nan_lr_factor: float = 0.5
 
     def check(self) -> None:
-        """Range checks; raise ``ConfigError`` on the first violation."""
+        super().check()
         at_least(self, "steps", 1)
         at_least(self, "n_envs", 1)
         at_least(self, "eval_episodes", 1)
-        at_least(self, "eval_every", 0)
-        at_least(self, "log_every", 1)
-        at_least(self, "checkpoint_every", 1)
-        at_least(self, "keep_checkpoints", 1)
         at_least(self, "threads", 1)
-        at_least(self, "seed", 0)
         at_least(self, "nan_retries", 0)
         if not 0.0 < self.nan_lr_factor < 1.0:
             raise ConfigError(f"nan_lr_factor must be in (0, 1), got {self.nan_lr_factor}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ConfigError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
-        if self.entropy_coef < 0:
-            raise ConfigError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        at_least(self, "entropy_coef", 0)
         if any(h < 1 for h in self.hidden_sizes):
             raise ConfigError(f"hidden_sizes must be positive, got {list(self.hidden_sizes)}")
 

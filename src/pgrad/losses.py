@@ -87,6 +87,12 @@ def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     return ((log_ratio.exp() - 1.0) - log_ratio).mean()
 
 
+def clip_fraction(log_ratio: torch.Tensor, clip_range: float) -> torch.Tensor:
+    """The fraction of samples whose ratio rho = exp(``log_ratio``) lies outside
+    [1 - eps, 1 + eps], where the clipped surrogate passes no gradient."""
+    return ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
+
+
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
     """1 - Var[target - prediction] / Var[target]: 1 is a perfect critic, 0 a constant one."""
     variance = targets.var()

@@ -6,7 +6,6 @@ import math
 import pickle
 import random
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -31,8 +30,8 @@ from pgrad.envs import (
 from pgrad.errors import NonFiniteError, PgradError
 from pgrad.fast import set_threads
 from pgrad.logging import MetricsLogger
+from pgrad.loop import Loop, StopSignals
 from pgrad.plot import plot_runs
-from pgrad.watchdog import Watchdog
 
 
 def resolve(
@@ -101,7 +100,7 @@ def train(
         path = runs.create(run_dir, algo, env, cfg.seed)
         meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}
         runs.write_yaml(path / "config.yaml", {**meta, **to_dict(cfg)})
-        loop = _Loop(cfg)
+        loop = Loop(cfg, cfg.steps)
     else:
         envs, loop = _restore(saved, algorithm, envs, cfg)
 
@@ -128,7 +127,7 @@ def train(
 
     logger = MetricsLogger(path, cfg.steps, progress, keep_rows_to=loop.step if saved else None)
     start = time.perf_counter() - loop.train_time
-    stop = _StopSignals()
+    stop = StopSignals()
     retries = 0
     try:
         while loop.step < cfg.steps and stop.signal is None:
@@ -156,22 +155,16 @@ def train(
                     f"{e} in update {loop.iteration + 1} (after step {loop.step:,}); the update "
                     f"was not applied and the run stopped; {kept}"
                 ) from None
-            loop.step += int(metrics.pop("steps"))
-            loop.iteration += 1
-            loop.pending.append(metrics)
-            eval_return = float("nan")
-            if cfg.eval_every and loop.step >= loop.next_eval:
-                eval_return = float(evaluation().mean())
-                loop.next_eval = _next(loop.next_eval, loop.step, cfg.eval_every)
-            if loop.step >= loop.next_log or loop.step >= cfg.steps or not math.isnan(eval_return):
-                loop.log(logger, eval_return)
-                loop.next_log = _next(loop.next_log, loop.step, cfg.log_every)
-            if loop.step >= loop.next_checkpoint:
+            loop.advance(int(metrics.pop("steps")), metrics)
+            evaluated = loop.evaluation_due(cfg)
+            eval_return = float(evaluation().mean()) if evaluated else math.nan
+            if loop.log_due(cfg, cfg.steps, evaluated):
+                log(loop, logger, eval_return)
+            if loop.checkpoint_due(cfg):
                 loop.train_time = time.perf_counter() - start
                 checkpoint(loop.step)
-                loop.next_checkpoint = _next(loop.next_checkpoint, loop.step, cfg.checkpoint_every)
         if loop.pending:  # stopped by a signal between log rows
-            loop.log(logger, math.nan)
+            log(loop, logger, math.nan)
         loop.train_time = time.perf_counter() - start
         checkpoint(loop.step)
         returns = evaluation() if stop.signal is None else None
@@ -202,25 +195,17 @@ def train(
     return run
 
 
-class _Loop:
-    """The training loop's counters and unlogged rows: all saved in checkpoints."""
+class _Loop(Loop):
+    """The name checkpoints written before ``pgrad.loop`` existed pickled the loop under."""
 
-    def __init__(self, cfg: Config):
-        self.step = self.iteration = 0
-        self.next_eval, self.next_checkpoint = cfg.eval_every, cfg.checkpoint_every
-        self.next_log = cfg.log_every
-        self.pending: list[dict[str, float]] = []
-        self.watchdog = Watchdog(cfg.steps)
-        self.warnings: list[str] = []
-        self.train_time = 0.0
 
-    def log(self, logger: MetricsLogger, eval_return: float) -> None:
-        row = {"iteration": self.iteration, **_average(self.pending), "eval_return": eval_return}
-        logger.write(self.step, row)
-        for message in self.watchdog.update(self.step, row):
-            self.warnings.append(message)
-            logger.warn(message)
-        self.pending = []
+def log(loop: Loop, logger: MetricsLogger, eval_return: float) -> None:
+    """A metrics row of the updates since the last, and the watchdog's new warnings."""
+    row = {"iteration": loop.iteration, **loop.take(), "eval_return": eval_return}
+    logger.write(loop.step, row)
+    for message in loop.watchdog.update(loop.step, row):
+        loop.warnings.append(message)
+        logger.warn(message)
 
 
 def _env_blob(envs: gym.vector.VectorEnv) -> bytes | None:
@@ -236,7 +221,7 @@ def _env_blob(envs: gym.vector.VectorEnv) -> bytes | None:
         return None
 
 
-def _training_state(loop: _Loop, algorithm: algos.Algorithm, envs: gym.vector.VectorEnv) -> Any:
+def _training_state(loop: Loop, algorithm: algos.Algorithm, envs: gym.vector.VectorEnv) -> Any:
     """Everything else ``resume`` restores, pickled into a byte tensor (the checkpoint itself
     stays loadable with ``weights_only=True``)."""
     payload = {
@@ -272,7 +257,7 @@ def _resume_config(
 
 def _restore(
     state: dict[str, Any], algorithm: algos.Algorithm, envs: gym.vector.VectorEnv, cfg: Config
-) -> tuple[gym.vector.VectorEnv, _Loop]:
+) -> tuple[gym.vector.VectorEnv, Loop]:
     """Put a checkpoint's state into a freshly built algorithm; returns the env to train in
     (the restored one where it was saved) and the loop state."""
     payload = pickle.loads(state["training"].numpy().tobytes())
@@ -289,54 +274,9 @@ def _restore(
             stacklevel=3,
         )
     algorithm.load_state(payload["algorithm"], envs, env_restored=payload["envs"] is not None)
-    loop: _Loop = payload["loop"]
+    loop: Loop = payload["loop"]
     loop.watchdog.total_steps = cfg.steps
     torch.set_rng_state(payload["rng"]["torch"])
     np.random.set_state(payload["rng"]["numpy"])
     random.setstate(payload["rng"]["python"])
     return envs, loop
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM ask the training loop to stop after the current update (it then saves a
-    final checkpoint and returns); a second signal interrupts at once."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def _next(due: int, step: int, every: int) -> int:
-    """The first multiple of ``every`` after ``step``, counting on from ``due``."""
-    while due <= step:
-        due += every
-    return due
-
-
-def _average(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Updates since the last row, merged: episodes summed, episode figures weighted by episodes,
-    everything else averaged over updates."""
-    episodes = sum(r["episodes"] for r in rows)
-    out: dict[str, float] = {"episodes": episodes}
-    for key in rows[0]:
-        if key == "episodes":
-            continue
-        if key.startswith("episode_"):
-            weighted = [(r[key], r["episodes"]) for r in rows if r["episodes"]]
-            out[key] = sum(v * n for v, n in weighted) / episodes if episodes else float("nan")
-        else:
-            finite = [r[key] for r in rows if not math.isnan(r[key])]
-            out[key] = float(np.mean(finite)) if finite else float("nan")
-    return out

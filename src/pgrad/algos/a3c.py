@@ -12,7 +12,8 @@ By the time a worker's gradient is applied, other workers may already have chang
 ``policy_lag`` counts those updates. This module is the algorithm, ``Worker`` and ``Learner``;
 where they run is a transport's business (``pgrad.distributed``): worker processes on this
 machine that apply their gradients to theta in shared memory themselves (Hogwild), or Ray actors
-whose gradients this process applies as they arrive. ``pgrad.train`` picks it from ``backend``.
+whose gradients this process applies as they arrive. ``pgrad.launch`` plugs in the one
+``backend`` names.
 """
 
 from __future__ import annotations

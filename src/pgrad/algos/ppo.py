@@ -26,6 +26,7 @@ from pgrad.fast import ActorCriticTerms
 from pgrad.losses import (
     actor_critic_loss,
     approx_kl,
+    clip_fraction,
     clipped_surrogate_loss,
     entropy_bonus,
     explained_variance,
@@ -87,6 +88,13 @@ def ppo_loss(
     return total, parts, log_probs.detach()
 
 
+def minibatch_orders(n: int, size: int, epochs: int) -> Iterator[torch.Tensor | None]:
+    """Each epoch's order over ``n`` samples cut into minibatches of ``size``: a fresh random
+    permutation, or None (as they are) when one minibatch holds them all."""
+    for _ in range(epochs):
+        yield None if size >= n else torch.randperm(n)
+
+
 def minibatches(
     obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, config: PPOConfig
 ) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -97,13 +105,12 @@ def minibatches(
     Each epoch gathers the whole batch in one shuffled order and slices it, rather than
     gathering every minibatch; with one minibatch per epoch there is nothing to shuffle."""
     n, size = len(obs), config.batch_size
-    if size >= n:
-        whole = (obs, actions, *_normalized(rows, n, config))
-        for _ in range(config.n_epochs):
+    whole = None
+    for perm in minibatch_orders(n, size, config.n_epochs):
+        if perm is None:
+            whole = whole or (obs, actions, *_normalized(rows, n, config))
             yield whole
-        return
-    for _ in range(config.n_epochs):
-        perm = torch.randperm(n)
+            continue
         epoch = obs[perm], actions[perm], _normalized(rows[:, perm], size, config)
         for start in range(0, n, size):
             part = slice(start, start + size)
@@ -171,8 +178,7 @@ class PPO(OnPolicy):
             )
             log_ratio = torch.cat(log_ratios)
             metrics["approx_kl"] = approx_kl(log_ratio).item()
-            clipped = (log_ratio.exp() - 1.0).abs() > cfg.clip_range
-            metrics["clip_fraction"] = clipped.float().mean().item()
+            metrics["clip_fraction"] = clip_fraction(log_ratio, cfg.clip_range).item()
         self.steps += batch.steps
         return {
             "steps": batch.steps,

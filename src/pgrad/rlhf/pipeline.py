@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pgrad import config as cfg
 from pgrad import runs
 from pgrad.errors import PgradError
 from pgrad.logging import MetricsLogger
+from pgrad.loop import Loop, StopSignals
 from pgrad.rlhf import model as lm
 from pgrad.rlhf import reward_model as rm
 from pgrad.rlhf import rl, sft, task
@@ -328,17 +330,28 @@ def _train(
         )
 
     start = time.perf_counter()
-    rows: list[dict[str, float]] = []
+    first = 0 if state is None else state["step"]
+    loop = Loop(config, config.iterations, step=first)
     if state is None:
-        first, before = 1, evaluate()
+        before = evaluate()
     else:  # everything the loop carries between iterations
         trainer.load_state_dict(state)
-        first, before, rows = state["step"] + 1, state["before"], state["pending_rows"]
+        before, loop.pending = state["before"], state["pending_rows"]
         torch.set_rng_state(state["torch_rng"])
+    # Every row has the eval columns (NaN between evaluations): one CSV header.
+    eval_columns = {f"eval_{k}": float("nan") for k in before} if config.eval_every else {}
     keep = None if state is None else state["step"]
     logger = MetricsLogger(path, config.iterations, progress, keep_rows_to=keep, headline="reward")
+
+    def checkpoint() -> None:
+        extra = {"before": before, "pending_rows": loop.pending, "torch_rng": torch.get_rng_state()}
+        runs.save_checkpoint(path, loop.step, {**trainer.state_dict(), **extra},
+                             config.keep_checkpoints)  # fmt: skip
+
+    stop = StopSignals()
     try:
-        for it in range(first, config.iterations + 1):
+        while loop.step < config.iterations and stop.signal is None:
+            it = loop.step + 1
             batch = trainer.collect(
                 sources.draw(config.prompts_per_batch, config.seed * 1_000_003 + it)
             )
@@ -353,21 +366,18 @@ def _train(
                 stats["task_score"] = sum(
                     task_score(p, t) for p, t in zip(r.prompts, r.texts, strict=True)
                 ) / len(r.texts)
-            rows.append(stats)
-            if config.eval_every and it % config.eval_every == 0:
+            loop.advance(1, stats)
+            evaluated = loop.evaluation_due(config)
+            if evaluated:
                 stats.update({f"eval_{k}": v for k, v in evaluate().items()})
-            if it % config.log_every == 0 or it == config.iterations:
-                # Every row has the eval columns (NaN between evaluations): one CSV header.
-                eval_columns = (
-                    {f"eval_{k}": float("nan") for k in before} if config.eval_every else {}
-                )
-                logger.write(it, {**eval_columns, **_mean_rows(rows)})
-                rows = []
-            if it % config.checkpoint_every == 0 or it == config.iterations:
-                extra = {"before": before, "pending_rows": rows, "torch_rng": torch.get_rng_state()}
-                runs.save_checkpoint(path, it, {**trainer.state_dict(), **extra},
-                                     config.keep_checkpoints)  # fmt: skip
+            if loop.log_due(config, config.iterations, evaluated):
+                logger.write(loop.step, {**eval_columns, **loop.take()})
+            if loop.checkpoint_due(config) or loop.step == config.iterations:
+                checkpoint()
+        if stop.signal is not None:  # stopped between checkpoints: keep what was done
+            checkpoint()
     finally:
+        stop.restore()
         logger.close()
     after = evaluate()
     save_model(trainer.policy, tokenizer, path / "model")
@@ -378,13 +388,10 @@ def _train(
         "after": after,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+    if stop.signal is not None:
+        summary["interrupted"] = signal.Signals(stop.signal).name
     runs.write_json(path / "summary.json", summary)
     return path
-
-
-def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return {k: sum(r[k] for r in rows if k in r) / sum(1 for r in rows if k in r) for k in keys}
 
 
 def sample(

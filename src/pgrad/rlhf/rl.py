@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 from pgrad import losses, returns
-from pgrad.errors import PgradError
+from pgrad.algos.ppo import minibatch_orders
+from pgrad.config import ConfigError, RunConfig, at_least
+from pgrad.optim import gradient_step
 from pgrad.rlhf import advantages
 from pgrad.rlhf.model import ValueHead, hidden_size
 from pgrad.rlhf.sequences import Responses, forward, generate, masked_mean, masked_sum
@@ -39,16 +41,24 @@ ALGOS = ("reinforce", "rloo", "ppo")
 
 
 @dataclass
-class RLHFConfig:
-    """Settings of ``pgrad rlhf train`` (names as in TRL where they exist)."""
+class RLHFConfig(RunConfig):
+    """Settings of ``pgrad rlhf train`` (the run's own as in every algorithm's config; the rest
+    named as in TRL where it has them). Counts are iterations, not env steps."""
 
+    learning_rate: float = 1e-3
+    max_grad_norm: float | None = 1.0
+    normalize_advantage: bool = False
+    """Standardise Psi_t over the batch's tokens (PPO's default turns it on)."""
+    log_every: int = 5
+    eval_every: int = 25
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
     iterations: int = 150
     """Batches sampled (and, for REINFORCE/RLOO, gradient steps)."""
     prompts_per_batch: int = 32
     samples_per_prompt: int = 4
     """k responses per prompt (RLOO's group; >= 2 for rloo)."""
     max_new_tokens: int = 6
-    learning_rate: float = 1e-3
     beta: float = 0.05
     """Weight of the per-token KL penalty in the reward, r_t = -beta (log pi_old - log pi_ref):
     its expected policy gradient is -beta grad KL(pi_theta || pi_ref) of whole responses."""
@@ -57,11 +67,8 @@ class RLHFConfig:
     sum_t E_{s_t ~ pi_old}[KL(pi_ref || pi_theta)(s_t)], the reverse KL at fixed states."""
     missing_eos_penalty: float = 1.0
     """Subtracted from the score of a response that never emits EOS."""
-    normalize_advantage: bool = False
-    """Standardise Psi_t over the batch's tokens (PPO's default turns it on)."""
     baseline_momentum: float = 0.9
     """REINFORCE's running-mean baseline: b <- m b + (1 - m) mean G_0."""
-    max_grad_norm: float | None = 1.0
     ppo_epochs: int = 4
     minibatch_size: int = 32
     """PPO: responses per minibatch."""
@@ -74,23 +81,14 @@ class RLHFConfig:
     eval_prompts: int = 64
     eval_samples: int = 8
     """Responses per eval prompt (diversity = distinct responses / this)."""
-    eval_every: int = 25
-    log_every: int = 5
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
 
     def check(self) -> None:
-        from pgrad.config import ConfigError, at_least, positive
-
+        super().check()
         for key in ("iterations", "prompts_per_batch", "samples_per_prompt", "max_new_tokens",
-                    "ppo_epochs", "minibatch_size", "eval_prompts", "eval_samples", "log_every",
-                    "checkpoint_every", "keep_checkpoints"):  # fmt: skip
+                    "ppo_epochs", "minibatch_size", "eval_prompts", "eval_samples"):  # fmt: skip
             at_least(self, key, 1)
         at_least(self, "beta", 0)
         at_least(self, "kl_loss_coef", 0)
-        at_least(self, "eval_every", 0)
-        positive(self, "learning_rate")
         for key in ("baseline_momentum", "gae_lambda"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"{key} must be in [0, 1], got {getattr(self, key)}")
@@ -100,8 +98,6 @@ def without_kl_estimator(layer: dict[str, Any]) -> dict[str, Any]:
     """``layer`` without the removed key ``kl_estimator``: ``k1`` (its default, and what the
     reward always uses now) is dropped, so old configs and run directories load; ``k2``/``k3``
     are an error saying why (a k2 or k3 penalty in the reward biased the gradient)."""
-    from pgrad.config import ConfigError
-
     estimator = layer.get("kl_estimator", "k1")
     if estimator != "k1":
         raise ConfigError(
@@ -217,8 +213,9 @@ class Trainer:
 
     def loss(
         self, batch: Batch, psi: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one gradient step on ``batch`` (PPO: a minibatch of it), and its terms:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one gradient step on ``batch`` (PPO: a minibatch of it), and its terms
+        (detached):
 
             L = L_pi + value_coef L_V (PPO) + kl_loss_coef L_KL (if > 0),
 
@@ -234,47 +231,35 @@ class Trainer:
         new, old = log_probs[m], batch.log_probs[m]
         if self.value_head is None:
             loss = policy_loss = losses.policy_gradient_loss(new, psi[m])
-            stats: dict[str, float] = {}
+            terms = {"policy_loss": policy_loss}
         else:
             policy_loss = losses.clipped_surrogate_loss(new, old, psi[m], c.clip_range)
             values = self.value_head(hidden.detach() if c.value_detach else hidden)
             v_loss = losses.value_loss(values[m], targets[m], batch.values[m], c.clip_range_value)
             loss = policy_loss + c.value_coef * v_loss
-            with torch.no_grad():
-                log_ratio = new - old
-                stats = {
-                    "value_loss": float(v_loss),
-                    "approx_kl": float(losses.approx_kl(log_ratio)),
-                    "clip_fraction": float(
-                        ((log_ratio.exp() - 1).abs() > c.clip_range).float().mean()
-                    ),
-                }
+            log_ratio = (new - old).detach()
+            terms = {
+                "policy_loss": policy_loss,
+                "value_loss": v_loss,
+                "approx_kl": losses.approx_kl(log_ratio),
+                "clip_fraction": losses.clip_fraction(log_ratio, c.clip_range),
+            }
         if c.kl_loss_coef > 0:
-            kl = kl_loss(new, batch.ref_log_probs[m])
+            terms["kl_loss"] = kl = kl_loss(new, batch.ref_log_probs[m])
             loss = loss + c.kl_loss_coef * kl
-            stats["kl_loss"] = kl.item()
-        return loss, {"policy_loss": policy_loss.item(), **stats}
+        return loss, {k: v.detach() for k, v in terms.items()}
 
-    def _step(self, loss: torch.Tensor) -> None:
-        """One optimizer step; a non-finite loss or gradient stops the run before it touches
-        the parameters (the last checkpoint stays the last good state)."""
-        if not torch.isfinite(loss):
-            raise PgradError(f"non-finite {self.algo} loss ({loss.item()}), update skipped")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.params, self.config.max_grad_norm or float("inf")
-        )
-        if not torch.isfinite(norm):
-            raise PgradError(f"non-finite gradient norm in the {self.algo} update, update skipped")
-        self.optimizer.step()
+    def step(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on ``loss`` (``optim.gradient_step``: a non-finite loss or gradient
+        stops the run before it touches the parameters); the terms as floats."""
+        gradient_step(self.params, self.optimizer, loss, self.config.max_grad_norm, terms)
+        return {k: float(v) for k, v in terms.items()}
 
     def update(self, batch: Batch) -> dict[str, float]:
         mask = batch.responses.mask
         psi, targets = self.advantage_estimates(batch)
         if self.algo != "ppo":
-            loss, terms = self.loss(batch, psi)
-            self._step(loss)
+            terms = self.step(*self.loss(batch, psi))
             stats = {"loss": terms.pop("policy_loss"), **terms}
         else:
             stats = self._ppo(batch, psi, targets)
@@ -294,18 +279,18 @@ class Trainer:
         }
 
     def _ppo(self, batch: Batch, psi: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """``ppo_epochs`` passes over shuffled minibatches of ``minibatch_size`` responses, one
-        step on ``loss`` each; the mean of each term over the steps."""
+        """``ppo_epochs`` passes over shuffled minibatches of ``minibatch_size`` responses (in
+        control PPO's order, ``ppo.minibatch_orders``), one step on ``loss`` each; the mean of
+        each term over the steps."""
         c = self.config
         B = len(batch.scores)
         steps = []
-        for _ in range(c.ppo_epochs):
-            order = torch.randperm(B)
+        for order in minibatch_orders(B, c.minibatch_size, c.ppo_epochs):
+            order = torch.arange(B) if order is None else order
             for start in range(0, B, c.minibatch_size):
                 rows = order[start : start + c.minibatch_size]
-                loss, terms = self.loss(_batch_rows(batch, rows), psi[rows], targets[rows])
-                self._step(loss)
-                steps.append(terms)
+                minibatch = _batch_rows(batch, rows)
+                steps.append(self.step(*self.loss(minibatch, psi[rows], targets[rows])))
         mask = batch.responses.mask
         mean = {k: float(np.mean([t[k] for t in steps])) for k in steps[0]}
         return {
