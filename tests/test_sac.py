@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.vector import AutoresetMode
 
 import pgrad
 from pgrad.algos.sac import SAC, SACConfig
@@ -178,6 +179,26 @@ def test_the_buffer_skips_autoreset_steps_and_keeps_truncations_bootstrappable()
     assert not np.allclose(end, first)  # s' of the truncated step is its real final obs
     arrays = sac.buffer.arrays
     np.testing.assert_array_equal(arrays["obs"][1:200], arrays["next_obs"][:199])
+
+
+def test_same_step_autoreset_stores_the_real_final_observation_as_the_successor():
+    """Under SAME_STEP the step that ends an episode returns the next episode's first
+    observation; SAC's transitions come through the shared ``rollout.Stepper``, whose successor
+    is the real last observation (``info["final_obs"]``), as under NEXT_STEP."""
+    buffers = {}
+    for mode in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        envs = gym.vector.SyncVectorEnv(
+            [lambda: gym.make("Pendulum-v1", max_episode_steps=5)], autoreset_mode=mode
+        )
+        torch.manual_seed(0)
+        sac = SAC(SACConfig(steps=100, learning_starts=10**6, buffer_size=100), envs, seed=0)
+        for _ in range(5):  # the first episode, cut by the time limit at its 5th step
+            sac.iterate()
+        buffers[mode] = {k: v[:5].copy() for k, v in sac.buffer.arrays.items()}
+    same, nxt = buffers[AutoresetMode.SAME_STEP], buffers[AutoresetMode.NEXT_STEP]
+    for k in nxt:
+        np.testing.assert_array_equal(same[k], nxt[k])
+    np.testing.assert_array_equal(same["obs"][1:], same["next_obs"][:4])
 
 
 def _sac(tmp_path, name: str, steps: int, **kw):

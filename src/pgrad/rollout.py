@@ -124,7 +124,7 @@ def episode_metrics(batch: Batch) -> dict[str, float]:
     return episode_stats(batch.episode_returns, batch.episode_lengths)
 
 
-@dataclass
+@dataclass(slots=True)
 class Transition:
     """One step of every sub-env: (s_t, a_t, r_t, s_{t+1}) and which of them are real."""
 
@@ -204,19 +204,19 @@ class Stepper:
         key = [p.data_ptr() for p in self.params]
         if self.model_key != key:
             self.model_key = key
-            self.fast = fast.acting_policy(model, self.rng, self.fast_enabled)
-        elif self.fast is not None:
-            self.fast.refresh()
+            self.numpy_policy = fast.acting_policy(model, self.rng, self.fast_enabled)
+        elif self.numpy_policy is not None:
+            self.numpy_policy.refresh()
         self.gsde_actor = _gsde_actor(model)
-        if self.fast is None and self.gsde_actor is not None:
+        if self.numpy_policy is None and self.gsde_actor is not None:
             self.gsde_actor.noise = None  # new exploration matrices for this rollout
 
     def act(
         self, obs: np.ndarray, deterministic: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(actions, log pi(a|s), V(s) or None) for the current observations."""
-        if self.fast is not None:
-            return self.fast(np.asarray(obs), deterministic)
+        if self.numpy_policy is not None:
+            return self.numpy_policy(np.asarray(obs), deterministic)
         obs = torch.from_numpy(np.asarray(obs, dtype=np.float32))
         dist, value = self.model(obs)
         if deterministic:
@@ -229,8 +229,8 @@ class Stepper:
         return action.numpy(), log_prob, None if value is None else value.numpy()
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        if self.fast is not None:
-            return self.fast.value(np.asarray(obs))
+        if self.numpy_policy is not None:
+            return self.numpy_policy.value(np.asarray(obs))
         return self.model.value(torch.from_numpy(np.asarray(obs, dtype=np.float32))).numpy()
 
     def transition(self, action: np.ndarray, keep: np.ndarray | bool = True) -> Transition:

@@ -76,6 +76,7 @@ class LinearStack:
     ):
         self.layers = list(layers)
         self.grads = grads
+        self.transposed = [weight.T for weight, _, _ in self.layers]  # W_i^T, for backward
 
     @classmethod
     def of(
@@ -94,7 +95,13 @@ class LinearStack:
         return cls(layers, [(array(grads[m.weight]), array(grads[m.bias])) for m in linears])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[-1]
+        """h_n (``forward`` without keeping the layers' outputs)."""
+        for weight, bias, activation in self.layers:
+            x = x @ weight
+            x += bias
+            if activation is not None:
+                activation.apply(x)
+        return x
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """[x, h_1, ..., h_n]: every layer's output, which ``backward`` needs."""
@@ -113,7 +120,7 @@ class LinearStack:
         assert self.grads is not None
         ones = _ones(len(g))
         for i in range(len(self.layers) - 1, -1, -1):
-            weight = self.layers[i][0].T
+            weight = self.transposed[i]
             grad_weight, grad_bias = self.grads[i]
             h = out[i]
             np.matmul(g.T, h, out=grad_weight)
