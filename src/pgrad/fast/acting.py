@@ -35,28 +35,39 @@ def _activations(body: nn.Module) -> list[nn.Module]:
     return [m for m in body if not isinstance(m, nn.Linear)]
 
 
-def _side_by_side(actor: Policy, model: ActorCritic, heads: list[nn.Linear]) -> LinearStack:
+class _SideBySide:
     """The actor's and the critic's MLPs (same sizes and activation, separate weights) as one
-    network of twice the width: the first layer's weights side by side, the later ones and the
-    heads block-diagonal. On a handful of observations every NumPy call costs about the same
-    whatever its size, so one network instead of two halves the calls. The block matrices are
-    copies: rebuild after the parameters change."""
-    actor_layers = [[m] for m in _linears(actor.body)] + [heads]
-    critic_layers = [[m] for m in _linears(model.critic_body)] + [[model.value_head]]
-    activation = ops.ACTIVATIONS[type(_activations(actor.body)[0])] if actor.body else None
-    layers = []
-    for i, (a, c) in enumerate(zip(actor_layers, critic_layers, strict=True)):
-        wa = np.concatenate([ops.array(m.weight).T for m in a], 1)
-        wc = np.concatenate([ops.array(m.weight).T for m in c], 1)
-        bias = np.concatenate([ops.array(m.bias) for m in a + c])
-        if i == 0:
-            weight = np.concatenate([wa, wc], 1)
-        else:
-            weight = np.zeros((wa.shape[0] + wc.shape[0], wa.shape[1] + wc.shape[1]), np.float32)
-            weight[: wa.shape[0], : wa.shape[1]] = wa
-            weight[wa.shape[0] :, wa.shape[1] :] = wc
-        layers.append((weight, bias, activation if i < len(actor_layers) - 1 else None))
-    return LinearStack(layers)
+    ``LinearStack`` of twice the width: the first layer's weights side by side, the later ones
+    and the heads block-diagonal. On a handful of observations every NumPy call costs about the
+    same whatever its size, so one network instead of two halves the calls. The block matrices
+    are copies: ``refresh`` after the parameters change."""
+
+    def __init__(self, actor: Policy, model: ActorCritic, heads: list[nn.Linear]):
+        # per layer, the Linear modules whose outputs sit side by side (the heads: several)
+        self.actor_layers = [[m] for m in _linears(actor.body)] + [heads]
+        self.critic_layers = [[m] for m in _linears(model.critic_body)] + [[model.value_head]]
+        activations = _activations(actor.body)
+        self.activation = ops.ACTIVATIONS[type(activations[0])] if activations else None
+        self.refresh()
+
+    def refresh(self) -> None:
+        layers, last = [], len(self.actor_layers) - 1
+        for i, (a, c) in enumerate(zip(self.actor_layers, self.critic_layers, strict=True)):
+            wa = np.concatenate([ops.array(m.weight).T for m in a], 1)
+            wc = np.concatenate([ops.array(m.weight).T for m in c], 1)
+            bias = np.concatenate([ops.array(m.bias) for m in a + c])
+            (ra, ca), (rc, cc) = wa.shape, wc.shape
+            if i == 0:
+                weight = np.concatenate([wa, wc], 1)
+            else:
+                weight = np.zeros((ra + rc, ca + cc), np.float32)
+                weight[:ra, :ca] = wa
+                weight[ra:, ca:] = wc
+            layers.append((weight, bias, self.activation if i < last else None))
+        self.stack = LinearStack(layers)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.stack(x)
 
 
 def _side_by_side_applies(actor: Policy, model: nn.Module) -> bool:
@@ -107,16 +118,15 @@ class NumpyPolicy:
                 self.loc, self.scale = ops.array(actor.loc), ops.array(actor.scale)
         self.heads = [LinearStack.of([head], []) for head in heads]
         self.head_splits = list(np.cumsum([head.out_features for head in heads])[:-1])
-        self.model, self.head_modules = model, heads
         self.side_by_side = (
-            _side_by_side(actor, model, heads) if _side_by_side_applies(actor, model) else None
+            _SideBySide(actor, model, heads) if _side_by_side_applies(actor, model) else None
         )
 
     def refresh(self) -> None:
         """Take up changed parameter values (views see them already; the side-by-side copies
         do not), and (gSDE) draw new exploration matrices at the next action."""
         if self.side_by_side is not None:
-            self.side_by_side = _side_by_side(self.actor, self.model, self.head_modules)
+            self.side_by_side.refresh()
         self.noise = None
 
     def __call__(
