@@ -61,11 +61,15 @@ class OnPolicy:
         self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
         self.fast_loss = fast.loss_gradient(self.model, self.flat, self.terms(), config.fast)
         if collector is None:
-            if config.backend == "ray" or config.workers > 1:
+            if config.backend == "ray":
                 raise ConfigError(
-                    f"workers: {config.workers}, backend: {config.backend} needs Ray workers: "
-                    "train through pgrad.train (a local run collects in one process; use n_envs "
-                    "for more envs)"
+                    "backend ray collects on Ray workers: build the algorithm with "
+                    "pgrad.launch.algorithm (pgrad.train does)"
+                )
+            if config.workers > 1:
+                raise ConfigError(
+                    f"workers: {config.workers} needs backend: ray (a local {type(self).__name__}"
+                    " collects in one process; use n_envs for more envs)"
                 )
             collector = Rollout(envs, config.n_steps, seed, config.fast)
         self.rollout = collector
