@@ -121,3 +121,17 @@ def test_continuous_actions_in_subprocess_envs(tmp_path, algo):
 def test_actor_critic_refuses_multi_step_rollouts():
     with pytest.raises(pgrad.PgradError, match="actor_critic is one-step"):
         pgrad.train("actor_critic", "CartPole-v1", n_steps=5)
+
+
+def test_an_algorithm_built_without_its_transport_is_a_one_line_error():
+    """``algos`` never imports ``distributed``: workers elsewhere come from ``pgrad.launch``."""
+    from pgrad.algos.a3c import A3C, A3CConfig
+    from pgrad.config import ConfigError
+
+    envs = make_vec_env("CartPole-v1", 1)
+    with pytest.raises(ConfigError, match=r"^workers: 2 needs backend: ray"):
+        A2C(A2CConfig(workers=2, n_envs=1), envs)
+    with pytest.raises(ConfigError, match=r"pgrad\.launch\.algorithm"):
+        A2C(A2CConfig(backend="ray", n_envs=1), envs)
+    with pytest.raises(ConfigError, match=r"through a transport"):
+        A3C(A3CConfig(n_envs=1), envs)
