@@ -1,5 +1,6 @@
 """RLHF on the default task: REINFORCE, RLOO and PPO from the same SFT policy, with and without
-the KL penalty, over seeds; and the learned-reward-model chain.
+the KL penalty, over seeds; and the learned-reward-model chain. ``--algos`` takes any of
+``reinforce rloo ppo grpo grpo:dr_grpo`` (GRPO with ``loss_type: dr_grpo``).
 
     pip install -e '.[rlhf]'
     python benchmarks/rlhf.py --seeds 0 1 2 --workers 2 --out docs/rlhf
@@ -46,9 +47,14 @@ def _rl(
     torch.set_num_threads(1)
     from pgrad.rlhf import pipeline
 
-    config = pipeline.build_config(algo, [{"beta": beta, "iterations": iterations, "seed": seed}])
-    name = f"{algo}-beta{beta}-s{seed}" + ("-rm" if reward != "task" else "")
-    path = pipeline.run_rl(algo, config, Path(root) / name, Path(sft_dir) / "model", reward)
+    name, _, loss_type = algo.partition(":")  # "grpo:dr_grpo": GRPO with that loss_type
+    keys = {"beta": beta, "iterations": iterations, "seed": seed}
+    config = pipeline.build_config(
+        name, [{**keys, **({"loss_type": loss_type} if loss_type else {})}]
+    )
+    name = f"{algo.replace(':', '-')}-beta{beta}-s{seed}" + ("-rm" if reward != "task" else "")
+    path = pipeline.run_rl(algo.partition(":")[0], config, Path(root) / name,
+                           Path(sft_dir) / "model", reward)  # fmt: skip
     summary = json.loads((path / "summary.json").read_text())
     with open(path / "metrics.csv") as f:
         curve = [
@@ -197,7 +203,9 @@ def _plot(results: list[dict], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     algos = list(dict.fromkeys(r["algo"] for r in results))
-    colors = dict(zip(algos, ["tab:blue", "tab:orange", "tab:green"], strict=False))
+    colors = dict(
+        zip(algos, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"], strict=False)
+    )
     for (key, label), ax in zip(
         [
             ("reward", "mean score of the batch's responses"),

@@ -210,6 +210,11 @@ def test_each_algorithm_raises_the_reward(tmp_path, sft_dir, algo):
     assert {"reward", "kl", "length", "entropy", "distinct"} <= set(header)
 
 
+def test_dr_grpo_raises_the_reward(tmp_path, sft_dir):
+    summary, _ = _run(tmp_path, sft_dir, "grpo", "dr", iterations=30, seed=0, loss_type="dr_grpo")
+    assert summary["after"]["reward"] > summary["before"]["reward"] + 0.25, summary
+
+
 def test_larger_beta_gives_lower_kl(tmp_path, sft_dir):
     low, _ = _run(tmp_path, sft_dir, "rloo", "low", iterations=40, beta=0.01)
     high, _ = _run(tmp_path, sft_dir, "rloo", "high", iterations=40, beta=0.5)

@@ -194,7 +194,7 @@ def test_the_kl_loss_term_descends_the_reverse_kl_at_fixed_states(algo, near):
     c = 0.3
     t = trainer(algo, near, beta=0.0, kl_loss_coef=c)
     t.baseline = 0.0
-    k = 2 if algo == "rloo" else 1
+    k = 2 if algo in ("rloo", "grpo") else 1
     log_pi, log_ref = distributions(t.policy), distributions(t.reference)
     p_old = sequence_log_probs(t.policy).exp().detach()  # weights each response's states
     reverse = (log_ref.exp() * (log_ref - log_pi)).sum(-1).sum(-1)
@@ -265,3 +265,56 @@ def test_forward_is_finite_when_the_model_rules_tokens_out():
     loss = -(log_probs[r.mask].mean() + entropy.mean())
     grads = torch.autograd.grad(loss, list(model.parameters()))
     assert all(torch.isfinite(g).all() for g in grads)
+
+
+# --- GRPO (issue 18): group-normalised advantages, per-response or constant aggregation ------
+
+
+def test_group_baseline_by_hand():
+    g0 = torch.tensor([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0])  # two prompts, k = 4
+    mean, std = advantages.group_baseline(g0, 4, scale=True)
+    assert mean.tolist() == [3.0] * 4 + [5.0] * 4
+    sample_std = math.sqrt((4 + 1 + 0 + 9) / 3)  # TRL's (and torch's) unbiased std
+    torch.testing.assert_close(std, torch.tensor([sample_std + 1e-4] * 4 + [1e-4] * 4))
+    mean, std = advantages.group_baseline(g0, 4, scale=False)  # Dr. GRPO
+    assert mean.tolist() == [3.0] * 4 + [5.0] * 4 and std.tolist() == [1.0] * 8
+
+
+def test_loss_aggregation_by_hand():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    assert advantages.aggregate(per_token, mask, "token").item() == pytest.approx(16 / 4)
+    assert advantages.aggregate(per_token, mask, "sequence").item() == pytest.approx((1 + 5) / 2)
+    assert advantages.aggregate(per_token, mask, "constant", 3).item() == pytest.approx(16 / 6)
+
+
+def test_dr_grpo_expected_gradient_is_the_policy_gradient_shrunk_by_the_group():
+    """Dr. GRPO, k = 2, no KL terms: Psi_i = R_i - (R_1 + R_2) / 2 on every token, loss summed
+    over tokens / (2 T). Then E[grad L] = -(1 - 1/k) (k / (2 T)) grad J = -grad J / (2 T),
+    J = sum_y pi(y) R(y): exactly, by enumeration."""
+    t = trainer("grpo", scores=True, beta=0.0, loss_type="dr_grpo", max_new_tokens=T)
+    log_pi = sequence_log_probs(t.policy)
+    exact = -gradient(t, (log_pi.exp() * torch.tensor(SCORES, dtype=log_pi.dtype)).sum()) / (2 * T)
+    assert exact.norm() > 1e-3
+    torch.testing.assert_close(expected_gradient(t, 2), exact, rtol=1e-6, atol=1e-12)
+
+
+def test_grpo_expected_gradient_is_a_policy_gradient_on_the_groups_scaled_reward():
+    """GRPO, k = 2: (R_1 - mean) / (std + eps) = (d / 2) / (|d| / sqrt 2 + eps), d = R_1 - R_2,
+    so GRPO ascends J_u = sum_y pi(y) u(y), u(y) = E_{y' ~ pi}[(d / 2) / (|d| / sqrt 2 + eps)],
+    with u held fixed: a rank-like reward, not R. Averaged per response (T tokens each) and over
+    the k = 2 responses: E[grad L] = -grad J_u / T."""
+    t = trainer("grpo", scores=True, beta=0.0)
+    log_pi = sequence_log_probs(t.policy)
+    r = torch.tensor(SCORES, dtype=log_pi.dtype)
+    d = r[:, None] - r[None, :]
+    u = ((d / 2) / (d.abs() / math.sqrt(2) + 1e-4) * log_pi.exp().detach()[None, :]).sum(-1)
+    exact = -gradient(t, (log_pi.exp() * u).sum()) / T
+    plain = -gradient(t, (log_pi.exp() * r).sum())
+    assert cosine(exact, plain) < 0.999  # not the policy gradient of R itself
+    torch.testing.assert_close(expected_gradient(t, 2), exact, rtol=1e-6, atol=1e-12)
+
+
+def test_grpo_needs_a_group():
+    with pytest.raises(ConfigError, match="grpo needs samples_per_prompt >= 2"):
+        pipeline.build_config("grpo", [{"samples_per_prompt": 1}])

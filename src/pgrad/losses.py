@@ -19,6 +19,21 @@ def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> t
     return -(log_probs * advantages.detach()).mean()
 
 
+def clipped_surrogate(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+) -> torch.Tensor:
+    """PPO's clipped surrogate per sample, min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t),
+    rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t) = exp(log_prob - old_log_prob) (A_t detached)."""
+    ratio = torch.exp(log_probs - old_log_probs.detach())
+    advantages = advantages.detach()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    return torch.minimum(unclipped, clipped)
+
+
 def clipped_surrogate_loss(
     log_probs: torch.Tensor,
     old_log_probs: torch.Tensor,
@@ -33,11 +48,7 @@ def clipped_surrogate_loss(
     At rho = 1 its gradient is ``policy_gradient_loss``'s; the clip removes the incentive to move
     rho outside [1 - eps, 1 + eps] in the direction the advantage favours.
     """
-    ratio = torch.exp(log_probs - old_log_probs.detach())
-    advantages = advantages.detach()
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
-    return -torch.minimum(unclipped, clipped).mean()
+    return -clipped_surrogate(log_probs, old_log_probs, advantages, clip_range).mean()
 
 
 def value_loss(

@@ -52,6 +52,43 @@ def leave_one_out_baseline(sequence_returns: torch.Tensor, k: int) -> torch.Tens
     return ((grouped.sum(-1, keepdim=True) - grouped) / (k - 1)).reshape(-1)
 
 
+def group_baseline(
+    sequence_returns: torch.Tensor, k: int, scale: bool, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO's (b_i, s_i) for sample i of a prompt's k samples (``sequence_returns`` (B,), the k
+    of each prompt side by side): b_i = mean_j G_0^j over the whole group, i included, and
+    s_i = std_j G_0^j + eps (sample std, as TRL), or 1 without ``scale`` (Dr. GRPO), so that
+    Psi_t = (G_t - b_i) / s_i.
+
+    Both depend on sample i itself: E[(G - b_i) grad log pi(y_i)] = (1 - 1/k) grad J, a
+    shrunk but unbiased direction; dividing by s_i re-weights prompts by how much their samples
+    disagree (Liu et al., 2025, "Understanding R1-Zero-like training": Dr. GRPO drops it).
+    """
+    grouped = sequence_returns.view(-1, k)
+    mean = grouped.mean(-1, keepdim=True).expand_as(grouped)
+    if not scale:
+        return mean.reshape(-1), torch.ones_like(sequence_returns)
+    std = grouped.std(-1, keepdim=True).expand_as(grouped) + eps
+    return mean.reshape(-1), std.reshape(-1)
+
+
+def aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, how: str, max_tokens: int | None = None
+) -> torch.Tensor:
+    """A (B, T) per-token loss as one number: ``token``, the mean over the batch's response
+    tokens; ``sequence``, the mean over responses of each response's mean (GRPO: a long
+    response's tokens weigh less); ``constant``, the sum over tokens / (B * ``max_tokens``)
+    (Dr. GRPO: every token weighs the same whatever its response's length)."""
+    terms = torch.where(mask, per_token, 0.0)
+    if how == "token":
+        return terms.sum() / mask.sum()
+    if how == "sequence":
+        return (terms.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    if how == "constant":
+        return terms.sum() / (len(mask) * max_tokens)
+    raise ValueError(f"unknown aggregation {how!r}; expected token, sequence or constant")
+
+
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, lam: float
 ) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pgrad.errors import PgradError
 
 rlhf = typer.Typer(
     no_args_is_help=True,
-    help="RLHF on a language model: SFT, a reward model, REINFORCE/RLOO/PPO with a KL penalty.",
+    help="RLHF on a language model: SFT, a reward model, REINFORCE/RLOO/PPO/GRPO, KL to the SFT.",
 )
 console = Console()
 
@@ -101,7 +101,7 @@ def reward_command(
 
 @rlhf.command("train")
 def train_command(
-    algo: Annotated[str, typer.Argument(help="reinforce, rloo or ppo.")] = "rloo",
+    algo: Annotated[str, typer.Argument(help="reinforce, rloo, ppo or grpo.")] = "rloo",
     model: Annotated[
         Path | None,
         typer.Option(

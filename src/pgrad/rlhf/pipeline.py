@@ -223,8 +223,8 @@ def build_config(algo: str, layers: list[dict[str, Any]]) -> rl.RLHFConfig:
         raise PgradError(f"unknown RLHF algorithm {algo!r}; expected one of {', '.join(rl.ALGOS)}")
     layers = [rl.without_kl_estimator(layer) for layer in layers]
     config = cfg.build(rl.RLHFConfig, [rl.ALGO_DEFAULTS[algo], *layers], f"rlhf {algo}")
-    if algo == "rloo" and config.samples_per_prompt < 2:
-        raise cfg.ConfigError("rloo needs samples_per_prompt >= 2 (a leave-one-out baseline)")
+    if algo in ("rloo", "grpo") and config.samples_per_prompt < 2:
+        raise cfg.ConfigError(f"{algo} needs samples_per_prompt >= 2 (a baseline from the group)")
     return config
 
 

@@ -12,6 +12,12 @@ last token; ``advantages.token_rewards``); then
 - ``ppo``: a value head on the policy's last hidden state, Psi_t = GAE(lambda) over tokens,
   ``losses.clipped_surrogate_loss`` + ``losses.value_loss`` (clipped) for several epochs of
   minibatches.
+- ``grpo`` (Shao et al., 2024): no critic; Psi_t = (G_t - b_i) / s_i with b_i the mean and s_i
+  the std of G_0 over the prompt's k samples (``advantages.group_baseline``); the per-token
+  clipped surrogate (``losses.clipped_surrogate``) in PPO's epochs and minibatches (by default
+  one step per batch), averaged per response, then over responses. ``loss_type: dr_grpo``
+  (Liu et al., 2025) drops both biases: no division by s_i, and a sum over tokens divided by a
+  constant (responses x ``max_new_tokens``) instead of a per-response mean.
 
 With ``kl_loss_coef`` > 0 every loss (each PPO minibatch's) also gets GRPO's KL term
 ``kl_loss_coef * kl_loss``: k3 of log pi_theta - log pi_ref, differentiated.
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,7 +43,7 @@ from pgrad.rlhf import advantages
 from pgrad.rlhf.model import ValueHead, hidden_size
 from pgrad.rlhf.sequences import Responses, forward, generate, masked_mean, masked_sum
 
-ALGOS = ("reinforce", "rloo", "ppo")
+ALGOS = ("reinforce", "rloo", "ppo", "grpo")
 
 
 @dataclass
@@ -76,6 +82,9 @@ class RLHFConfig(RunConfig):
     clip_range_value: float | None = 0.2
     value_coef: float = 0.1
     gae_lambda: float = 0.95
+    loss_type: Literal["grpo", "dr_grpo"] = "grpo"
+    """GRPO: ``grpo`` divides each group's centred returns by their std and averages tokens per
+    response; ``dr_grpo`` does neither (the unbiased variant)."""
     value_detach: bool = False
     """PPO: train the value head on detached hidden states (no value gradient into the LM)."""
     eval_prompts: int = 64
@@ -111,6 +120,7 @@ ALGO_DEFAULTS: dict[str, dict] = {
     "reinforce": {},
     "rloo": {},
     "ppo": {"normalize_advantage": True, "learning_rate": 5e-4},
+    "grpo": {"ppo_epochs": 1, "minibatch_size": 128},  # one step on the default 32 x 4 batch
 }
 
 
@@ -191,6 +201,10 @@ class Trainer:
         if self.algo == "rloo":
             baseline = advantages.leave_one_out_baseline(g0, self.config.samples_per_prompt)
             return g - baseline[:, None]
+        if self.algo == "grpo":
+            scale = self.config.loss_type == "grpo"
+            baseline, std = advantages.group_baseline(g0, self.config.samples_per_prompt, scale)
+            return (g - baseline[:, None]) / std[:, None]
         # REINFORCE: b is 0 before any batch has been seen (a sample-independent baseline keeps
         # the first gradient unbiased; the batch's own mean would shrink it by 1 - 1/B).
         mean, m = float(g0.mean()), self.config.baseline_momentum
@@ -229,7 +243,18 @@ class Trainer:
         else:
             log_probs, _, hidden = forward(self.policy, batch.responses, hidden=True)
         new, old = log_probs[m], batch.log_probs[m]
-        if self.value_head is None:
+        if self.algo == "grpo":
+            dr = c.loss_type == "dr_grpo"
+            how, tokens = ("constant", c.max_new_tokens) if dr else ("sequence", None)
+            surrogate = losses.clipped_surrogate(log_probs, batch.log_probs, psi, c.clip_range)
+            loss = policy_loss = -advantages.aggregate(surrogate, m, how, tokens)
+            log_ratio = (new - old).detach()
+            terms = {
+                "policy_loss": policy_loss,
+                "approx_kl": losses.approx_kl(log_ratio),
+                "clip_fraction": losses.clip_fraction(log_ratio, c.clip_range),
+            }
+        elif self.value_head is None:
             loss = policy_loss = losses.policy_gradient_loss(new, psi[m])
             terms = {"policy_loss": policy_loss}
         else:
@@ -244,7 +269,11 @@ class Trainer:
                 "approx_kl": losses.approx_kl(log_ratio),
                 "clip_fraction": losses.clip_fraction(log_ratio, c.clip_range),
             }
-        if c.kl_loss_coef > 0:
+        if c.kl_loss_coef > 0 and self.algo == "grpo":  # aggregated as the surrogate is
+            k3 = losses.kl_estimate(log_probs - batch.ref_log_probs, "k3")
+            terms["kl_loss"] = kl = advantages.aggregate(k3, m, how, tokens)
+            loss = loss + c.kl_loss_coef * kl
+        elif c.kl_loss_coef > 0:
             terms["kl_loss"] = kl = kl_loss(new, batch.ref_log_probs[m])
             loss = loss + c.kl_loss_coef * kl
         return loss, {k: v.detach() for k, v in terms.items()}
@@ -258,7 +287,7 @@ class Trainer:
     def update(self, batch: Batch) -> dict[str, float]:
         mask = batch.responses.mask
         psi, targets = self.advantage_estimates(batch)
-        if self.algo != "ppo":
+        if self.algo not in ("ppo", "grpo"):
             terms = self.step(*self.loss(batch, psi))
             stats = {"loss": terms.pop("policy_loss"), **terms}
         else:
@@ -278,7 +307,9 @@ class Trainer:
             **stats,
         }
 
-    def _ppo(self, batch: Batch, psi: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def _ppo(
+        self, batch: Batch, psi: torch.Tensor, targets: torch.Tensor | None
+    ) -> dict[str, float]:
         """``ppo_epochs`` passes over shuffled minibatches of ``minibatch_size`` responses (in
         control PPO's order, ``ppo.minibatch_orders``), one step on ``loss`` each; the mean of
         each term over the steps."""
@@ -290,14 +321,14 @@ class Trainer:
             for start in range(0, B, c.minibatch_size):
                 rows = order[start : start + c.minibatch_size]
                 minibatch = _batch_rows(batch, rows)
-                steps.append(self.step(*self.loss(minibatch, psi[rows], targets[rows])))
+                rows_targets = None if targets is None else targets[rows]
+                steps.append(self.step(*self.loss(minibatch, psi[rows], rows_targets)))
         mask = batch.responses.mask
         mean = {k: float(np.mean([t[k] for t in steps])) for k in steps[0]}
-        return {
-            "loss": mean.pop("policy_loss"),
-            **mean,
-            "explained_variance": losses.explained_variance(batch.values[mask], targets[mask]),
-        }
+        out = {"loss": mean.pop("policy_loss"), **mean}
+        if targets is not None:
+            out["explained_variance"] = losses.explained_variance(batch.values[mask], targets[mask])
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
