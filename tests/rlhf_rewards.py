@@ -11,3 +11,8 @@ def nan_after_three_batches(prompt: str, response: str) -> float:
     global calls
     calls += 1
     return task.score(prompt, response) if calls <= 16 + 3 * 128 else float("nan")
+
+
+def inverted(prompt: str, response: str) -> float:
+    """Minus the hidden task score: a reward the policy can only "win" by losing the task."""
+    return -task.score(prompt, response)

@@ -17,16 +17,8 @@ from pgrad import losses
 from pgrad.rlhf import advantages, pipeline, rl, task
 from pgrad.rlhf import model as lm
 from pgrad.rlhf.sequences import Responses, forward, generate, response_mask
-from pgrad.rlhf.sft import SFTConfig
 
 pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module")
-def sft_dir(tmp_path_factory):
-    """A briefly supervised default policy (the RL tests start from it)."""
-    torch.set_num_threads(1)
-    return pipeline.run_sft(SFTConfig(steps=400, seed=0), tmp_path_factory.mktemp("rlhf") / "sft")
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from pgrad.rlhf import reward_model as rm
 from pgrad.rlhf import rl, sft, task
 from pgrad.rlhf.sequences import Responses, generate
 from pgrad.rlhf.sft import teacher_forced
+from pgrad.rlhf.watchdog import RLHFWatchdog
 
 TASK = "bigger"
 EVAL_SEED = 10_000  # eval prompts: never the training prompts' seeds
@@ -348,6 +349,7 @@ def _train(
         runs.save_checkpoint(path, loop.step, {**trainer.state_dict(), **extra},
                              config.keep_checkpoints)  # fmt: skip
 
+    watchdog = RLHFWatchdog()  # a resumed run's starts afresh from the rows it logs
     stop = StopSignals()
     try:
         while loop.step < config.iterations and stop.signal is None:
@@ -371,7 +373,11 @@ def _train(
             if evaluated:
                 stats.update({f"eval_{k}": v for k, v in evaluate().items()})
             if loop.log_due(config, config.iterations, evaluated):
-                logger.write(loop.step, {**eval_columns, **loop.take()})
+                row = {**eval_columns, **loop.take()}
+                logger.write(loop.step, row)
+                for message in watchdog.update(loop.step, row):
+                    loop.warnings.append(message)
+                    logger.warn(message)
             if loop.checkpoint_due(config) or loop.step == config.iterations:
                 checkpoint()
         if stop.signal is not None:  # stopped between checkpoints: keep what was done
@@ -387,6 +393,7 @@ def _train(
         "before": before,
         "after": after,
         "wall_time_s": round(time.perf_counter() - start, 1),
+        "warnings": loop.warnings,
     }
     if stop.signal is not None:
         summary["interrupted"] = signal.Signals(stop.signal).name
