@@ -116,6 +116,9 @@ def train_command(
     ] = "bigger",
     beta: Annotated[float | None, typer.Option(help="KL penalty weight.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Batches to train on.")] = None,
+    lora_r: Annotated[
+        int | None, typer.Option("--lora-r", help="LoRA rank (PEFT); 0: every weight trains.")
+    ] = None,
     seed: SeedOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -133,14 +136,14 @@ def train_command(
     from pgrad.rlhf import pipeline
 
     if resume is not None:
-        given = [model, beta, seed, config, set_, run_dir]
+        given = [model, beta, seed, config, set_, run_dir, lora_r]
         if any(v for v in given) or reward != "task" or prompts != pipeline.TASK:
             raise PgradError("--resume continues a run as configured; it takes only --iterations")
         path = pipeline.resume_rl(resume, iterations, progress)
         saved = yaml.safe_load((path / "config.yaml").read_text())
         _report(json.loads((path / "summary.json").read_text()), saved["reward"], path)
         return
-    layers = _layers(config, set_, beta=beta, iterations=iterations, seed=seed)
+    layers = _layers(config, set_, beta=beta, iterations=iterations, seed=seed, lora_r=lora_r)
     settings = pipeline.build_config(algo, layers)
     source = pipeline.model_dir(model) if model is not None else None
     path = pipeline.run_rl(algo, settings, run_dir, source, reward, prompts, progress)

@@ -386,7 +386,7 @@ def _train(
         stop.restore()
         logger.close()
     after = evaluate()
-    save_model(trainer.policy, tokenizer, path / "model")
+    save_model(rl.merged(trainer.policy), tokenizer, path / "model")
     summary = {
         "algo": algo,
         "iterations": config.iterations,

@@ -38,6 +38,7 @@ import torch
 from pgrad import losses, returns
 from pgrad.algos.ppo import minibatch_orders
 from pgrad.config import ConfigError, RunConfig, at_least
+from pgrad.errors import PgradError
 from pgrad.optim import gradient_step
 from pgrad.rlhf import advantages
 from pgrad.rlhf.model import ValueHead, hidden_size
@@ -82,6 +83,9 @@ class RLHFConfig(RunConfig):
     clip_range_value: float | None = 0.2
     value_coef: float = 0.1
     gae_lambda: float = 0.95
+    lora_r: int = 0
+    """LoRA rank (PEFT, on the model type's default modules); 0: fine-tune every weight. With
+    LoRA the reference is the policy with its adapters disabled: one copy of the base weights."""
     loss_type: Literal["grpo", "dr_grpo"] = "grpo"
     """GRPO: ``grpo`` divides each group's centred returns by their std and averages tokens per
     response; ``dr_grpo`` does neither (the unbiased variant)."""
@@ -97,6 +101,7 @@ class RLHFConfig(RunConfig):
                     "ppo_epochs", "minibatch_size", "eval_prompts", "eval_samples"):  # fmt: skip
             at_least(self, key, 1)
         at_least(self, "beta", 0)
+        at_least(self, "lora_r", 0)
         at_least(self, "kl_loss_coef", 0)
         for key in ("baseline_momentum", "gae_lambda"):
             if not 0 <= getattr(self, key) <= 1:
@@ -143,10 +148,14 @@ class Trainer:
         if algo not in ALGOS:
             raise ValueError(f"unknown RLHF algorithm {algo!r}; expected one of {ALGOS}")
         self.algo, self.config, self.tokenizer, self.reward = algo, config, tokenizer, reward
-        self.policy = policy.eval()
-        self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
+        if config.lora_r:
+            self.policy = with_lora(policy, config.lora_r).eval()
+            self.reference = AdaptersOff(self.policy)
+        else:
+            self.policy = policy.eval()
+            self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
         self.value_head = ValueHead(hidden_size(policy)) if algo == "ppo" else None
-        params = list(self.policy.parameters())
+        params = [p for p in self.policy.parameters() if p.requires_grad]
         if self.value_head is not None:
             params += list(self.value_head.parameters())
         self.params = params
@@ -346,6 +355,35 @@ class Trainer:
         if self.value_head is not None:
             state["value_head"] = self.value_head.state_dict()
         return state
+
+
+def with_lora(policy: torch.nn.Module, r: int) -> torch.nn.Module:
+    """``policy`` with LoRA adapters of rank ``r`` (alpha = 2r, no dropout) on PEFT's default
+    modules for its model type; only the adapters train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise PgradError("lora_r needs PEFT: pip install -e '.[rlhf]'") from None
+    return get_peft_model(policy, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0))
+
+
+class AdaptersOff(torch.nn.Module):
+    """The LoRA policy's base model, run with the adapters disabled: the reference pi_ref,
+    sharing every base weight with the policy (no second copy)."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        self.policy = [policy]  # a list: not a submodule, so not in this module's state
+
+    def forward(self, **inputs):
+        with self.policy[0].disable_adapter():
+            return self.policy[0](**inputs)
+
+
+def merged(policy: torch.nn.Module) -> torch.nn.Module:
+    """A plain model to save: LoRA adapters merged into the base weights (in place), or
+    ``policy`` itself without them."""
+    return policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
 
 
 def kl_loss(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
