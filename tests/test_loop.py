@@ -7,6 +7,7 @@ import pytest
 
 from pgrad.config import RunConfig
 from pgrad.loop import Loop, average
+from pgrad.watchdog import Watchdog
 
 
 def test_rows_merge_by_hand_episodes_weighted_nan_skipped_missing_keys_left_out():
@@ -30,7 +31,7 @@ def test_rows_without_episodes_are_plain_means_and_all_nan_stays_nan():
 
 def test_logs_evaluations_and_checkpoints_fall_due_on_their_multiples():
     cfg = RunConfig(log_every=4, eval_every=6, checkpoint_every=10)
-    loop = Loop(cfg, total=12)
+    loop = Loop(cfg, Watchdog(12))
     logged, evaluated, saved = [], [], []
     while loop.step < 12:
         loop.advance(1, {"x": float(loop.step)})
@@ -49,5 +50,5 @@ def test_logs_evaluations_and_checkpoints_fall_due_on_their_multiples():
 
 def test_a_resumed_loop_continues_the_schedule():
     cfg = RunConfig(log_every=4, eval_every=6, checkpoint_every=10)
-    loop = Loop(cfg, total=30, step=13)
+    loop = Loop(cfg, Watchdog(30), step=13)
     assert (loop.next_log, loop.next_eval, loop.next_checkpoint) == (16, 18, 20)

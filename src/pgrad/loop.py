@@ -7,12 +7,21 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from pgrad.config import RunConfig
-from pgrad.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from pgrad.logging import MetricsLogger
+
+
+class Watches(Protocol):
+    """A watchdog (``watchdog.Watchdog``, ``rlhf.watchdog.RLHFWatchdog``): the new warnings a
+    logged row raises."""
+
+    def update(self, step: int, row: dict[str, float]) -> list[str]: ...
 
 
 def due(when: int, step: int, every: int) -> int:
@@ -26,13 +35,13 @@ class Loop:
     """The loop's counters and unlogged rows (saved in checkpoints). ``step`` counts what the
     budget counts: env steps, or RLHF iterations."""
 
-    def __init__(self, cfg: RunConfig, total: int, step: int = 0):
+    def __init__(self, cfg: RunConfig, watchdog: Watches, step: int = 0):
         self.step = self.iteration = step
         self.next_eval = due(cfg.eval_every, step, cfg.eval_every) if cfg.eval_every else 0
         self.next_checkpoint = due(cfg.checkpoint_every, step, cfg.checkpoint_every)
         self.next_log = due(cfg.log_every, step, cfg.log_every)
         self.pending: list[dict[str, float]] = []
-        self.watchdog = Watchdog(total)
+        self.watchdog = watchdog
         self.warnings: list[str] = []
         self.train_time = 0.0
 
@@ -65,6 +74,13 @@ class Loop:
         """The pending rows merged into one (``average``), and none pending."""
         row, self.pending = average(self.pending), []
         return row
+
+    def log(self, logger: MetricsLogger, row: dict[str, float]) -> None:
+        """Write ``row`` at ``step``, and warn of what the watchdog finds in it."""
+        logger.write(self.step, row)
+        for message in self.watchdog.update(self.step, row):
+            self.warnings.append(message)
+            logger.warn(message)
 
 
 def average(rows: list[dict[str, float]]) -> dict[str, float]:

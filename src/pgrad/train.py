@@ -32,6 +32,7 @@ from pgrad.fast import set_threads
 from pgrad.logging import MetricsLogger
 from pgrad.loop import Loop, StopSignals
 from pgrad.plot import plot_runs
+from pgrad.watchdog import Watchdog
 
 
 def resolve(
@@ -100,7 +101,7 @@ def train(
         path = runs.create(run_dir, algo, env, cfg.seed)
         meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}
         runs.write_yaml(path / "config.yaml", {**meta, **to_dict(cfg)})
-        loop = Loop(cfg, cfg.steps)
+        loop = Loop(cfg, Watchdog(cfg.steps))
     else:
         envs, loop = _restore(saved, algorithm, envs, cfg)
 
@@ -159,12 +160,12 @@ def train(
             evaluated = loop.evaluation_due(cfg)
             eval_return = float(evaluation().mean()) if evaluated else math.nan
             if loop.log_due(cfg, cfg.steps, evaluated):
-                log(loop, logger, eval_return)
+                loop.log(logger, _row(loop, eval_return))
             if loop.checkpoint_due(cfg):
                 loop.train_time = time.perf_counter() - start
                 checkpoint(loop.step)
         if loop.pending:  # stopped by a signal between log rows
-            log(loop, logger, math.nan)
+            loop.log(logger, _row(loop, math.nan))
         loop.train_time = time.perf_counter() - start
         checkpoint(loop.step)
         returns = evaluation() if stop.signal is None else None
@@ -199,13 +200,9 @@ class _Loop(Loop):
     """The name checkpoints written before ``pgrad.loop`` existed pickled the loop under."""
 
 
-def log(loop: Loop, logger: MetricsLogger, eval_return: float) -> None:
-    """A metrics row of the updates since the last, and the watchdog's new warnings."""
-    row = {"iteration": loop.iteration, **loop.take(), "eval_return": eval_return}
-    logger.write(loop.step, row)
-    for message in loop.watchdog.update(loop.step, row):
-        loop.warnings.append(message)
-        logger.warn(message)
+def _row(loop: Loop, eval_return: float) -> dict[str, float]:
+    """A control run's metrics row: the updates since the last, and the evaluation's return."""
+    return {"iteration": loop.iteration, **loop.take(), "eval_return": eval_return}
 
 
 def _env_blob(envs: gym.vector.VectorEnv) -> bytes | None:

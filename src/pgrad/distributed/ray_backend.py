@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from pgrad.config import OnPolicyConfig
+from pgrad.distributed.hogwild import Pending
 from pgrad.envs import make_vec_env, spaces
 from pgrad.errors import NonFiniteError, PgradError
 from pgrad.fast import FlatParameters
@@ -229,17 +230,17 @@ class RayGradients:
         if gradient.nonfinite is not None:
             self.close()
             raise NonFiniteError(f"{gradient.nonfinite} (ray worker {rank})")
-        report = {"steps": 0, "updates": 0, "sums": {}, "returns": gradient.returns,
-                  "lengths": gradient.lengths}  # fmt: skip
+        values = None
         if gradient.grad is not None:
             lr = self.learner.apply(gradient.grad, self.steps)
             lag = float(self.version - gradient.version)
             self.version += 1
-            sums = {**gradient.metrics, "policy_lag": lag, "learning_rate": lr}
-            report.update(steps=gradient.steps, updates=1, sums=sums)
+            values = {**gradient.metrics, "policy_lag": lag, "learning_rate": lr}
         self.steps += gradient.steps
         self._submit(rank, self.learner.theta.detach())
-        return report
+        report = Pending()  # one gradient per report
+        report.add(gradient, values)
+        return report.flush()
 
     def metrics(self) -> dict[str, float]:
         return {"workers_replaced": float(self.workers.replaced if self.workers else 0)}

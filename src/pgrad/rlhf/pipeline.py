@@ -332,7 +332,8 @@ def _train(
 
     start = time.perf_counter()
     first = 0 if state is None else state["step"]
-    loop = Loop(config, config.iterations, step=first)
+    # A resumed run's watchdog starts afresh from the rows it logs.
+    loop = Loop(config, RLHFWatchdog(), step=first)
     if state is None:
         before = evaluate()
     else:  # everything the loop carries between iterations
@@ -349,7 +350,6 @@ def _train(
         runs.save_checkpoint(path, loop.step, {**trainer.state_dict(), **extra},
                              config.keep_checkpoints)  # fmt: skip
 
-    watchdog = RLHFWatchdog()  # a resumed run's starts afresh from the rows it logs
     stop = StopSignals()
     try:
         while loop.step < config.iterations and stop.signal is None:
@@ -373,11 +373,7 @@ def _train(
             if evaluated:
                 stats.update({f"eval_{k}": v for k, v in evaluate().items()})
             if loop.log_due(config, config.iterations, evaluated):
-                row = {**eval_columns, **loop.take()}
-                logger.write(loop.step, row)
-                for message in watchdog.update(loop.step, row):
-                    loop.warnings.append(message)
-                    logger.warn(message)
+                loop.log(logger, {**eval_columns, **loop.take()})
             if loop.checkpoint_due(config) or loop.step == config.iterations:
                 checkpoint()
         if stop.signal is not None:  # stopped between checkpoints: keep what was done

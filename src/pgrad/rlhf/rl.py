@@ -257,12 +257,7 @@ class Trainer:
             how, tokens = ("constant", c.max_new_tokens) if dr else ("sequence", None)
             surrogate = losses.clipped_surrogate(log_probs, batch.log_probs, psi, c.clip_range)
             loss = policy_loss = -advantages.aggregate(surrogate, m, how, tokens)
-            log_ratio = (new - old).detach()
-            terms = {
-                "policy_loss": policy_loss,
-                "approx_kl": losses.approx_kl(log_ratio),
-                "clip_fraction": losses.clip_fraction(log_ratio, c.clip_range),
-            }
+            terms = {"policy_loss": policy_loss}
         elif self.value_head is None:
             loss = policy_loss = losses.policy_gradient_loss(new, psi[m])
             terms = {"policy_loss": policy_loss}
@@ -271,13 +266,11 @@ class Trainer:
             values = self.value_head(hidden.detach() if c.value_detach else hidden)
             v_loss = losses.value_loss(values[m], targets[m], batch.values[m], c.clip_range_value)
             loss = policy_loss + c.value_coef * v_loss
+            terms = {"policy_loss": policy_loss, "value_loss": v_loss}
+        if self.algo in ("ppo", "grpo"):  # the clipped surrogate's diagnostics
             log_ratio = (new - old).detach()
-            terms = {
-                "policy_loss": policy_loss,
-                "value_loss": v_loss,
-                "approx_kl": losses.approx_kl(log_ratio),
-                "clip_fraction": losses.clip_fraction(log_ratio, c.clip_range),
-            }
+            terms["approx_kl"] = losses.approx_kl(log_ratio)
+            terms["clip_fraction"] = losses.clip_fraction(log_ratio, c.clip_range)
         if c.kl_loss_coef > 0 and self.algo == "grpo":  # aggregated as the surrogate is
             k3 = losses.kl_estimate(log_probs - batch.ref_log_probs, "k3")
             terms["kl_loss"] = kl = advantages.aggregate(k3, m, how, tokens)
