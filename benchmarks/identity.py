@@ -11,7 +11,8 @@ which runs first whenever any RLHF case is selected.
     python benchmarks/identity.py --compare /tmp/identity/before /tmp/identity/after
 
 ``--compare`` prints, per NAME, whether the two CSVs are byte-identical or the first differing
-line; it exits 1 if any differ or are missing.
+line, and for each ``NAME-device-cpu`` case in B whether it equals B's NAME (``--device cpu``
+must change nothing); it exits 1 if any differ or are missing.
 """
 
 from __future__ import annotations
@@ -67,7 +68,21 @@ CASES: dict[str, list[str]] = {
     "rlhf-sft": SFT,  # its model is the RLHF cases' ({sft})
     "rlhf-rloo": rlhf("rloo"),
     "rlhf-ppo": rlhf("ppo"),
+    "rlhf-grpo": rlhf("grpo"),
 }
+# --device cpu must change nothing (issue 18): each of these is compared with its case above.
+DEVICE_CPU = {
+    f"{name}-device-cpu": [*CASES[name], "--device", "cpu"]
+    for name in (
+        "reinforce_baseline-CartPole",
+        "a2c-CartPole-adam",
+        "ppo-Pendulum",
+        "sac-Pendulum",
+        "rlhf-ppo",
+        "rlhf-grpo",
+    )
+}
+CASES.update(DEVICE_CPU)
 
 
 def run(name: str, args: list[str], runs: Path, sft: Path, out: Path) -> str:
@@ -104,8 +119,14 @@ def train(out: Path, names: list[str], jobs: int) -> int:
 
 def compare(a: Path, b: Path) -> int:
     bad = 0
-    for name in sorted({p.stem for p in [*a.glob("*.csv"), *b.glob("*.csv")]}):
-        fa, fb = a / f"{name}.csv", b / f"{name}.csv"
+    pairs = [(name, a / f"{name}.csv", b / f"{name}.csv")
+             for name in sorted({p.stem for p in [*a.glob("*.csv"), *b.glob("*.csv")]})
+             if name not in DEVICE_CPU or (a / f"{name}.csv").is_file()]  # fmt: skip
+    for name in DEVICE_CPU:  # within B: --device cpu against no --device
+        if (b / f"{name}.csv").is_file():
+            base = name.removesuffix("-device-cpu")
+            pairs.append((f"{name} vs {base}", b / f"{base}.csv", b / f"{name}.csv"))
+    for name, fa, fb in pairs:
         if not (fa.is_file() and fb.is_file()):
             verdict = f"missing in {a if not fa.is_file() else b}"
         elif fa.read_bytes() == fb.read_bytes():

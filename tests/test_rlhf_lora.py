@@ -64,3 +64,36 @@ def test_a_lora_run_trains_and_saves_a_plain_model(tmp_path, sft_dir):
     assert summary["after"]["reward"] > summary["before"]["reward"] + 0.2, summary
     saved, _ = lm.load(path / "model")
     assert not any("lora_" in n for n, _ in saved.named_parameters())
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_gradient_checkpointing_keeps_less_for_backward_and_changes_no_gradient(sft_dir, lora_r):
+    """With ``gradient_checkpointing`` the blocks' activations are recomputed in the backward
+    pass instead of kept: the bytes autograd saves during the loss's forward pass fall several
+    times over (counted by a saved-tensors hook), dropout stays off, and the gradient is the
+    same as without."""
+    grads, saved = [], []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        policy, tokenizer = lm.load(sft_dir / "model")
+        config = pipeline.build_config(
+            "ppo", [{"lora_r": lora_r, "gradient_checkpointing": checkpointing}]
+        )
+        t = rl.Trainer("ppo", policy, tokenizer, _reward, config)
+        torch.manual_seed(1)
+        batch = t.collect(task.prompts(8, seed=5))
+        psi, targets = t.advantage_estimates(batch)
+        kept = [0]
+
+        def pack(x, kept=kept):
+            kept[0] += x.numel() * x.element_size()
+            return x
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            loss, _ = t.loss(batch, psi, targets)
+        loss.backward()
+        saved.append(kept[0])
+        grads.append(torch.cat([p.grad.flatten() for p in t.params]))
+        assert not any(m.training for m in t.policy.modules() if type(m).__name__ == "Dropout")
+    assert saved[1] < saved[0] / 3, saved
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)

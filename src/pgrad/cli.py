@@ -58,14 +58,27 @@ def train(
     ray_address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (default: start a local Ray).")
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="auto (default), cpu, cuda or cuda:N: where the learner runs."),
+    ] = None,
+    vec: Annotated[
+        str | None,
+        typer.Option(help="Vector env: auto, sync, async or envpool (config key vectorization)."),
+    ] = None,
 ) -> None:
     """Train ALGO on an env; ends with an evaluation and a learning-curve plot."""
     from pgrad.train import train as run_training
 
-    options = {"workers": workers, "backend": backend, "ray_address": ray_address}
+    options = {"workers": workers, "backend": backend, "ray_address": ray_address,
+               "vectorization": vec}  # fmt: skip
     overrides = {k: v for k, v in options.items() if v is not None}
     if resume is not None and (config or set_ or run_dir or seed is not None or overrides):
-        raise PgradError("--resume continues a run as configured; it takes only --steps")
+        raise PgradError(
+            "--resume continues a run as configured; it takes only --steps and --device"
+        )
+    if device is not None:
+        overrides["device"] = device
     run = run_training(
         algo,
         env,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import types
 import typing
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pgrad import device
 from pgrad.errors import PgradError
 
 
@@ -44,9 +46,16 @@ class RunConfig:
     """Evaluate every this many steps during training (0: only at the end)."""
     checkpoint_every: int = 50_000
     keep_checkpoints: int = 3
+    device: str = "auto"
+    """Where the learner runs: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``pgrad.device``:
+    ``auto`` is the CPU for MLP policies, the GPU for language models where there is one)."""
 
     def check(self) -> None:
         """Range checks; raise ``ConfigError`` on the first violation."""
+        try:
+            device.check(self.device)
+        except PgradError as e:
+            raise ConfigError(str(e)) from None
         at_least(self, "seed", 0)
         at_least(self, "log_every", 1)
         at_least(self, "eval_every", 0)
@@ -65,9 +74,10 @@ class Config(RunConfig):
     """Environment steps to train for (transitions trained on)."""
     n_envs: int = 8
     """Parallel environments in the vector env."""
-    vectorization: Literal["auto", "sync", "async"] = "auto"
-    """Gymnasium vector env: ``auto`` takes the env's native vectorised version where it has one
-    (CartPole), else ``sync`` (one process); ``async`` runs each env in a subprocess."""
+    vectorization: Literal["auto", "sync", "async", "envpool"] = "auto"
+    """Vector env (``--vec``): ``auto`` takes the env's native vectorised version where it has one
+    (CartPole), else ``sync`` (one process); ``async`` runs each env in a subprocess; ``envpool``
+    steps them in EnvPool's C++ thread pool (Atari, MuJoCo; the ``envpool`` extra)."""
     gamma: float = 0.99
     """Discount factor."""
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -114,8 +124,12 @@ class PolicyConfig(Config):
 
     value_coef: float = 0.5
     """Weight of the critic's regression loss."""
-    shared: bool = False
-    """Critic on the policy's own body instead of a body of its own."""
+    shared: bool | None = None
+    """Critic on the policy's own body (and encoder) instead of its own; null: shared for a CNN
+    encoder (one trunk, as CleanRL and Stable-Baselines3 do on Atari), not for an MLP."""
+    encoder: Literal["auto", "mlp", "cnn"] = "auto"
+    """Observation encoder (``pgrad.encoders``): ``auto`` is the Nature CNN for image
+    observations (a rank-3 ``Box``), a flat MLP input otherwise."""
     std: Literal["parameter", "state", "gsde"] = "parameter"
     """Gaussian policies: state-independent or state-dependent standard deviation, or
     generalized state-dependent exploration (see ``policies.GaussianPolicy``)."""
@@ -289,8 +303,15 @@ def shipped_table(algo: str) -> dict[str, dict[str, Any]]:
 
 
 def shipped_defaults(algo: str, env_id: str) -> dict[str, Any]:
-    """The per-env defaults for ``algo`` (empty if the env has none)."""
-    return dict(shipped_table(algo).get(env_id) or {})
+    """The per-env defaults for ``algo``: the env's own entry, else the first entry whose
+    pattern matches it (``ALE/*``: every Atari game), else none."""
+    table = shipped_table(algo)
+    if env_id in table:
+        return dict(table[env_id] or {})
+    for pattern, entry in table.items():
+        if "*" in pattern and fnmatch.fnmatchcase(env_id, pattern):
+            return dict(entry or {})
+    return {}
 
 
 RENAMED = {"analytic_gradients": "fast"}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from pgrad import atari
 from pgrad.errors import PgradError
 
 wrappers = gym.wrappers.vector
@@ -54,7 +55,7 @@ _STATS = [
     ("return", NormalizeReward, "return_rms"),
 ]
 
-Vectorization = Literal["auto", "sync", "async", "vector_entry_point"]
+Vectorization = Literal["auto", "sync", "async", "envpool", "vector_entry_point"]
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -73,6 +74,8 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
             importlib.import_module(module)
         except ImportError as e:
             raise PgradError(f"cannot import {module!r} for env {env_id!r}: {e}") from None
+    if atari.is_atari(env_id):
+        atari.register()  # ale-py's ids exist once it is imported
     try:
         return gym.spec(env_id)
     except gym.error.Error:
@@ -98,7 +101,8 @@ def make_vec_env(
 
     - ``RecordEpisodeStatistics`` (with ``normalize_reward`` only): true episode returns in
       ``info["episode"]`` beneath the reward normalisation (without it, the rollout sums the
-      rewards it sees itself, and skips this wrapper's per-step cost);
+      rewards it sees itself, and skips this wrapper's per-step cost); not on envs that record
+      their own (``pgrad_episode_statistics``: Atari's whole games);
     - ``ClipAction`` (``Box`` actions): clips what reaches the env, so the policy's own unclipped
       samples are what its log-probs are computed on;
     - ``NormalizeObservation`` (``normalize_obs``): running mean/variance of observations;
@@ -107,21 +111,19 @@ def make_vec_env(
 
     ``auto`` uses the env's own vectorised implementation (``vector_entry_point``, e.g. CartPole's)
     when it has one and the default ``NEXT_STEP`` autoreset is asked for, else ``sync``.
+    ``envpool`` steps the envs in EnvPool's C++ thread pool (``pgrad.vec_envpool``), with the
+    same autoreset and episode statistics. Atari ids get ``pgrad.atari``'s wrapper chain.
     Seeding happens at the first ``reset(seed=...)``.
     """
     spec = check_env_id(env_id)
-    if vectorization == "auto":
-        native = spec.vector_entry_point is not None and autoreset_mode == AutoresetMode.NEXT_STEP
-        vectorization = "vector_entry_point" if native else "sync"
-    kwargs = {}
-    if vectorization != "vector_entry_point":
-        kwargs["vector_kwargs"] = {"autoreset_mode": autoreset_mode}
-    try:
-        envs = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode=vectorization, **kwargs)
-    except gym.error.DependencyNotInstalled as e:
-        raise PgradError(f"env {env_id!r} needs extra packages: {e}") from None
+    if vectorization == "envpool":
+        from pgrad import vec_envpool
+
+        envs = vec_envpool.make(env_id, n_envs)
+    else:
+        envs = _make_gymnasium(spec, env_id, n_envs, vectorization, autoreset_mode)
     envs.unwrapped.pgrad_env_id = env_id  # as given, ``module:`` prefix included
-    if normalize_reward:
+    if normalize_reward and not envs.unwrapped.metadata.get("pgrad_episode_statistics"):
         envs = wrappers.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = wrappers.ClipAction(envs)
@@ -129,6 +131,31 @@ def make_vec_env(
         envs = wrappers.NormalizeObservation(envs)
     if normalize_reward:
         envs = NormalizeReward(envs, gamma=gamma)
+    return envs
+
+
+def _make_gymnasium(
+    spec: gym.envs.registration.EnvSpec,
+    env_id: str,
+    n_envs: int,
+    vectorization: Vectorization,
+    autoreset_mode: AutoresetMode,
+) -> gym.vector.VectorEnv:
+    is_atari = atari.is_atari(env_id)
+    if vectorization == "auto":  # not ale-py's own vector env: its preprocessing is its own
+        native = spec.vector_entry_point is not None and autoreset_mode == AutoresetMode.NEXT_STEP
+        vectorization = "vector_entry_point" if native and not is_atari else "sync"
+    kwargs: dict = {}
+    if vectorization != "vector_entry_point":
+        kwargs["vector_kwargs"] = {"autoreset_mode": autoreset_mode}
+    if is_atari:
+        kwargs.update(wrappers=atari.wrappers(), **atari.make_kwargs())
+    try:
+        envs = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode=vectorization, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise PgradError(f"env {env_id!r} needs extra packages: {e}") from None
+    if is_atari:  # a copy: the sub-envs' metadata is their class's
+        envs.unwrapped.metadata = {**envs.unwrapped.metadata, "pgrad_episode_statistics": True}
     return envs
 
 

@@ -80,8 +80,8 @@ def export_agent(agent: Agent, format: Format, out: str | Path) -> Path:
     space = agent.observation_space
     # Two observations: torch.export would specialise a batch dimension of size 1.
     example = torch.as_tensor(np.stack([space.sample(), space.sample()]))
-    if not isinstance(space, gym.spaces.Discrete):
-        example = example.float()
+    if not isinstance(space, gym.spaces.Discrete) and space.dtype != np.uint8:
+        example = example.float()  # images stay bytes: the network scales them
     batch = {"obs": {0: torch.export.Dim("batch")}}
     with torch.no_grad():  # so the policy's own no_grad adds no grad-mode switches to the graph
         program = torch.export.export(policy, (example,), dynamic_shapes=batch)

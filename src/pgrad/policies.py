@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pgrad.errors import PgradError
+from pgrad.encoders import EncoderKind, FlatEncoder, UnsupportedSpaceError, make_encoder, uses_cnn
 
 if TYPE_CHECKING:
     from pgrad.config import PolicyConfig
@@ -47,10 +47,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-
-
-class UnsupportedSpaceError(PgradError, ValueError):
-    """An observation or action space pgrad cannot build a policy for."""
 
 
 class MLP(nn.Sequential):
@@ -110,26 +106,7 @@ def _init(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-class ObservationEncoder(nn.Module):
-    """Maps raw observations to flat float vectors: ``Box`` flattened, ``Discrete`` one-hot."""
-
-    def __init__(self, space: gym.Space):
-        super().__init__()
-        if isinstance(space, gym.spaces.Box):
-            self.one_hot = 0
-            self.dim = int(np.prod(space.shape))
-        elif isinstance(space, gym.spaces.Discrete):
-            self.one_hot = int(space.n)
-            self.dim = int(space.n)
-        else:
-            raise UnsupportedSpaceError(
-                f"unsupported observation space {space}; expected Box or Discrete"
-            )
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.one_hot:
-            return F.one_hot(obs.long(), self.one_hot).float()
-        return obs.float().flatten(start_dim=1)
+ObservationEncoder = FlatEncoder  # the name before ``pgrad.encoders``
 
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -293,9 +270,10 @@ class Policy(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         ortho_init: bool = True,
+        encoder: EncoderKind = "auto",
     ):
         super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
+        self.encoder = make_encoder(observation_space, encoder)
         self.body = mlp(
             [self.encoder.dim, *hidden_sizes], activation, output_activation=True,
             ortho_init=ortho_init,
@@ -466,13 +444,14 @@ class ActorCritic(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         ortho_init: bool = True,
+        encoder: EncoderKind = "auto",
     ):
         super().__init__()
         self.actor, self.shared = actor, shared
         if shared:
             features = actor.features
         else:
-            self.critic_encoder = ObservationEncoder(observation_space)
+            self.critic_encoder = make_encoder(observation_space, encoder)
             self.critic_body = mlp(
                 [self.critic_encoder.dim, *hidden_sizes], activation, output_activation=True,
                 ortho_init=ortho_init,
@@ -523,9 +502,12 @@ def make_policy(
     log_std_init: float = 0.0,
     ortho_init: bool = True,
     gsde_sample_every: int = 0,
+    encoder: EncoderKind = "auto",
 ) -> Policy:
-    """The policy family that fits ``action_space``: softmax for discrete, Gaussian for ``Box``."""
-    body = {"hidden_sizes": tuple(hidden_sizes), "activation": activation, "ortho_init": ortho_init}
+    """The policy family that fits ``action_space``: softmax for discrete, Gaussian for ``Box``;
+    its encoder from ``observation_space`` (``encoders.make_encoder``)."""
+    body = {"hidden_sizes": tuple(hidden_sizes), "activation": activation, "ortho_init": ortho_init,
+            "encoder": encoder}  # fmt: skip
     if isinstance(action_space, gym.spaces.Discrete):
         if int(action_space.start) != 0:
             raise UnsupportedSpaceError(
@@ -552,11 +534,13 @@ def make_policy(
 def build_model(
     config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space, critic: bool
 ) -> Policy | ActorCritic:
-    """The policy ``config`` describes for ``action_space``, with a critic V(s) if ``critic``."""
+    """The policy ``config`` describes for ``action_space``, with a critic V(s) if ``critic``.
+    ``shared: null`` (the default) shares a CNN trunk between actor and critic, not an MLP."""
     body = {
         "hidden_sizes": config.hidden_sizes,
         "activation": config.activation,
         "ortho_init": config.ortho_init,
+        "encoder": config.encoder,
     }
     policy = make_policy(
         observation_space,
@@ -569,7 +553,10 @@ def build_model(
     )
     if not critic:
         return policy
-    return ActorCritic(policy, observation_space, shared=config.shared, **body)
+    shared = config.shared
+    if shared is None:
+        shared = uses_cnn(observation_space, config.encoder)
+    return ActorCritic(policy, observation_space, shared=shared, **body)
 
 
 def build_actor_critic(

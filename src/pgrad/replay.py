@@ -1,7 +1,10 @@
 """A replay buffer of transitions (s, a, r, s', terminated) for off-policy algorithms (SAC).
 
 Storage is allocated once, as tensors whose NumPy views take the writes (one NumPy assignment
-per vector-env step); sampling gathers a minibatch with one index op per field. ``terminated``
+per vector-env step); sampling gathers a minibatch with one index op per field. On a GPU the
+tensors live there (written with one copy per field and step), so minibatches never cross the
+bus; the sampled indices come from the CPU generator either way, so a run's draws do not depend
+on the device. ``terminated``
 is stored and ``truncated`` is not: a time-limit cut is not the end of the MDP, so its target
 still bootstraps from V(s'), and s' is the real final observation of the episode.
 """
@@ -15,8 +18,15 @@ import torch
 class ReplayBuffer:
     FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_dim: int):
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        device: torch.device | str = "cpu",
+    ):
         self.capacity, self.size, self.pos = capacity, 0, 0
+        self.device = torch.device(device)
         shapes = {
             "obs": obs_shape,
             "actions": (action_dim,),
@@ -24,21 +34,26 @@ class ReplayBuffer:
             "next_obs": obs_shape,
             "terminated": (),
         }
-        self.tensors = {k: torch.zeros((capacity, *v)) for k, v in shapes.items()}
-        self.arrays = {k: v.numpy() for k, v in self.tensors.items()}
+        self.tensors = {k: torch.zeros((capacity, *v), device=device) for k, v in shapes.items()}
+        on_cpu = self.device.type == "cpu"
+        self.arrays = {k: v.numpy() for k, v in self.tensors.items()} if on_cpu else None
 
     def add(self, **rows: np.ndarray) -> None:
         """Append a batch of transitions (one per row), overwriting the oldest when full."""
         n = len(rows["rewards"])
         idx = (self.pos + np.arange(n)) % self.capacity
         for k in self.FIELDS:
-            self.arrays[k][idx] = rows[k]
+            if self.arrays is not None:
+                self.arrays[k][idx] = rows[k]
+            else:
+                row = torch.as_tensor(np.asarray(rows[k], dtype=np.float32))
+                self.tensors[k][torch.from_numpy(idx).to(self.device)] = row.to(self.device)
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
         """A uniform minibatch (with replacement) of the stored transitions."""
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator).to(self.device)
         return {k: v[idx] for k, v in self.tensors.items()}
 
     def state(self) -> dict:
@@ -47,7 +62,7 @@ class ReplayBuffer:
             "size": self.size,
             "pos": self.pos,
             "capacity": self.capacity,
-            "arrays": {k: v[: self.size].copy() for k, v in self.arrays.items()},
+            "arrays": {k: v[: self.size].cpu().numpy().copy() for k, v in self.tensors.items()},
         }
 
     def load_state(self, state: dict) -> None:
@@ -59,6 +74,7 @@ class ReplayBuffer:
             raise ValueError(f"a buffer of {size} transitions does not fit {self.capacity}")
         same = state["capacity"] == self.capacity
         for k, v in state["arrays"].items():
-            self.arrays[k][:size] = v if same or size < state["capacity"] else np.roll(v, -pos, 0)
+            v = v if same or size < state["capacity"] else np.roll(v, -pos, 0)
+            self.tensors[k][:size] = torch.as_tensor(v).to(self.device)
         self.size = size
         self.pos = pos if same else size % self.capacity

@@ -25,7 +25,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
-from pgrad import fast
+from pgrad import device, fast
 from pgrad.envs import autoreset_mode
 from pgrad.policies import ActorCritic, Policy, actor_of, mode
 
@@ -52,6 +52,10 @@ class Batch:
         """Transitions to train on."""
         return int(self.mask.sum())
 
+    def to(self, where: torch.device) -> Batch:
+        """The batch with its tensors on ``device`` (itself if they are there already)."""
+        return self if self.obs.device == where else device.moved(self, where)
+
     def valid(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         """Each (T, N, ...) tensor's entries where ``mask`` holds, as (steps, ...), in (t, i)
         order. (When every step is valid, a reshape instead of a masked copy.)"""
@@ -74,19 +78,24 @@ class _Storage:
     """
 
     DTYPES: ClassVar[dict[str, type]] = {"obs": np.float32, "rewards": np.float32}
+    """Stored as float32 whatever the env returns, except ``uint8`` observations (images),
+    kept as bytes: a quarter of the memory, and the network scales them."""
 
     def __init__(self, capacity: int):
         self.capacity, self.t = capacity, 0
         self.tensors: dict[str, torch.Tensor] = {}
         self.arrays: dict[str, np.ndarray] = {}
 
+    def _dtype(self, key: str, row: np.ndarray) -> np.dtype:
+        if row.dtype == np.uint8:
+            return row.dtype
+        return np.dtype(self.DTYPES.get(key, row.dtype))
+
     def _allocate(self, rows: dict[str, np.ndarray]) -> None:
         old = self.tensors
         with torch.inference_mode(False):
             self.tensors = {
-                k: torch.from_numpy(
-                    np.zeros((self.capacity, *v.shape), dtype=self.DTYPES.get(k, v.dtype))
-                )
+                k: torch.from_numpy(np.zeros((self.capacity, *v.shape), dtype=self._dtype(k, v)))
                 for k, v in rows.items()
             }
         self.arrays = {k: v.numpy() for k, v in self.tensors.items()}
@@ -137,6 +146,9 @@ class Transition:
     valid: np.ndarray  # a transition of the MDP, in an episode kept for training
     ended: np.ndarray  # valid, and the episode ended here
     info: dict
+    finished: np.ndarray | None = None
+    """Where a whole episode, as reported, ended: ``ended``, except on envs that record their
+    own episodes (Atari: a lost life ends a training episode, the game ends the episode)."""
 
     def successors(self) -> np.ndarray:
         """s_{t+1} of every sub-env: under SAME_STEP the real last observation where an episode
@@ -163,6 +175,8 @@ class Stepper:
     def __init__(self, envs: gym.vector.VectorEnv, fast: bool = True):
         self.envs, self.fast_enabled = envs, fast
         self.n = envs.num_envs
+        # Episodes as the env records them (``info["episode"]``, e.g. Atari's whole games).
+        self.recorded = bool(envs.unwrapped.metadata.get("pgrad_episode_statistics"))
         self.same_step = autoreset_mode(envs) == AutoresetMode.SAME_STEP
         self.action_shape = envs.single_action_space.shape
         self.zeros = np.zeros(self.n, dtype=np.float32)
@@ -200,6 +214,7 @@ class Stepper:
         # Rebuilt only when the model or the memory under its parameters changed.
         if getattr(self, "model", None) is not model:
             self.model, self.params = model, list(model.parameters())
+            self.device = device.of(model)
             self.model_key = None
         key = [p.data_ptr() for p in self.params]
         if self.model_key != key:
@@ -217,7 +232,7 @@ class Stepper:
         """(actions, log pi(a|s), V(s) or None) for the current observations."""
         if self.numpy_policy is not None:
             return self.numpy_policy(np.asarray(obs), deterministic)
-        obs = torch.from_numpy(np.asarray(obs, dtype=np.float32))
+        obs = self.tensor(obs)
         dist, value = self.model(obs)
         if deterministic:
             action = mode(dist)
@@ -225,13 +240,21 @@ class Stepper:
             action = self.gsde_actor.act(obs).flatten(1)
         else:
             action = dist.sample()
-        log_prob = dist.log_prob(action).numpy()
-        return action.numpy(), log_prob, None if value is None else value.numpy()
+        log_prob = dist.log_prob(action).cpu().numpy()
+        return action.cpu().numpy(), log_prob, None if value is None else value.cpu().numpy()
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         if self.numpy_policy is not None:
             return self.numpy_policy.value(np.asarray(obs))
-        return self.model.value(torch.from_numpy(np.asarray(obs, dtype=np.float32))).numpy()
+        return self.model.value(self.tensor(obs)).cpu().numpy()
+
+    def tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations on the acting model's device: float32, or ``uint8`` images as they are
+        (the encoder scales them)."""
+        obs = np.asarray(obs)
+        if obs.dtype != np.uint8:
+            obs = obs.astype(np.float32, copy=False)
+        return torch.from_numpy(obs).to(self.device)
 
     def transition(self, action: np.ndarray, keep: np.ndarray | bool = True) -> Transition:
         """Step every sub-env with ``action`` and keep the books: a transition is ``valid`` if
@@ -245,12 +268,18 @@ class Stepper:
                           info)  # fmt: skip
         self.running_return += np.where(valid, reward, 0.0)
         self.running_length += valid
-        # The true return: RecordEpisodeStatistics' beneath reward normalisation, else our sum.
         episode = info.get("episode")
-        for i in np.flatnonzero(ended):
-            true_return = episode["r"][i] if episode is not None else self.running_return[i]
-            self.episode_returns.append(float(true_return))
-            self.episode_lengths.append(int(self.running_length[i]))
+        if self.recorded:  # the env's own episodes (Atari: whole games, their true scores)
+            finished = valid & info["_episode"] if episode is not None else np.zeros_like(valid)
+            returns, lengths = (episode["r"], episode["l"]) if episode is not None else ((), ())
+        else:  # ours; the true return is RecordEpisodeStatistics' beneath reward normalisation
+            finished = ended
+            returns = episode["r"] if episode is not None else self.running_return
+            lengths = self.running_length
+        for i in np.flatnonzero(finished):
+            self.episode_returns.append(float(returns[i]))
+            self.episode_lengths.append(int(lengths[i]))
+        step.finished = finished
         self.running_return[done] = 0.0
         self.running_length[done] = 0
         if not self.same_step:
@@ -285,7 +314,7 @@ class Stepper:
             final_values=final_value,
             mask=step.valid,
         )
-        return step.ended
+        return step.finished
 
     def batch(self, store: _Storage) -> Batch:
         """The stored steps as a ``Batch``, with V(s_{t+1}) of every step's true successor."""

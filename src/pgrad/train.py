@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pgrad import algos, launch, runs
+from pgrad import algos, device, launch, runs
 from pgrad.agent import EVAL_SEED_OFFSET, evaluate
 from pgrad.config import Config, build, shipped_defaults, to_dict, user_layers
 from pgrad.envs import (
@@ -81,7 +81,7 @@ def train(
     """
     if resume is not None:
         given = algo
-        path, algo, env, cfg, saved = _resume_config(resume, steps)
+        path, algo, env, cfg, saved = _resume_config(resume, steps, overrides.pop("device", None))
         if given is not None and given != algo:
             raise PgradError(f"run {str(resume)!r} is a {algo!r} run, not {given!r}")
     else:
@@ -89,6 +89,7 @@ def train(
             raise PgradError("train needs an algorithm name (or resume=RUN_DIR)")
         cfg = resolve(algo, env, steps, seed, config, sets, **overrides)
         saved = None
+    device.resolve(cfg.device)  # a device this machine lacks fails before anything is written
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     envs = make_vec_env(
@@ -235,14 +236,17 @@ def _training_state(loop: Loop, algorithm: algos.Algorithm, envs: gym.vector.Vec
 
 
 def _resume_config(
-    run_dir: str | Path, steps: int | None
+    run_dir: str | Path, steps: int | None, on: str | None = None
 ) -> tuple[Path, str, str, Config, dict[str, Any]]:
+    """The run's saved config (with ``steps`` and the device ``on``, where given) and state."""
     run = runs.Run.open(run_dir)
     meta = run.config
     algo, env = meta["algo"], meta["env"]
     settings = {k: v for k, v in meta.items() if k not in ("algo", "env", "pgrad_version")}
     if steps is not None:
         settings["steps"] = steps
+    if on is not None:  # continue elsewhere (a GPU run on a CPU-only machine)
+        settings["device"] = on
     cfg = build(algos.get(algo).config_cls, [settings], algo)
     state = runs.load_checkpoint(run.latest_checkpoint())
     if "training" not in state:

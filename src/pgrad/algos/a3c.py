@@ -46,6 +46,10 @@ class A3CConfig(A2CConfig):
 
     def check(self) -> None:
         super().check()
+        if self.device not in ("auto", "cpu"):
+            raise ConfigError(
+                f"a3c's workers share theta in CPU memory: device must be cpu, got {self.device}"
+            )
         if self.normalize_obs or self.normalize_reward:
             raise ConfigError(
                 "a3c does not support normalize_obs/normalize_reward (each worker would keep its "

@@ -15,7 +15,7 @@ from typing import Protocol
 import gymnasium as gym
 import torch
 
-from pgrad import fast
+from pgrad import device, fast
 from pgrad.config import ConfigError, OnPolicyConfig
 from pgrad.envs import spaces
 from pgrad.fast import ActorCriticTerms, FlatParameters
@@ -55,7 +55,11 @@ class OnPolicy:
         collector: Collector | None = None,
     ):
         self.config = config
-        self.model = build_actor_critic(config, *spaces(envs))
+        model = build_actor_critic(config, *spaces(envs))
+        self.device = device.resolve(config.device, device.preferred(model))
+        cpu_acts = config.fast and fast.unsupported(model, "acting") is None
+        self.model = model.to(self.device)
+        self.acting = device.ActingCopy(self.model, on_cpu=cpu_acts)
         lr, eps = config.learning_rate, config.adam_eps
         self.flat = FlatParameters(self.model)
         self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)
@@ -83,7 +87,9 @@ class OnPolicy:
         raise NotImplementedError
 
     def iterate(self) -> dict[str, float]:
-        metrics = self.update(self.rollout.collect(self.model))
+        """Collect with the policy (its CPU copy if the learner is elsewhere), then ``update``
+        on the learner's device."""
+        metrics = self.update(self.rollout.collect(self.acting()).to(self.device))
         return {**metrics, **self.rollout.metrics()}
 
     def loss(self, torch_loss: Callable[..., Loss], *minibatch: torch.Tensor) -> Loss:

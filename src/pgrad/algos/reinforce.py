@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from pgrad import policies
+from pgrad import device, fast, policies
 from pgrad.config import PolicyConfig, at_least
 from pgrad.envs import spaces
 from pgrad.losses import entropy_bonus, policy_gradient_loss, value_loss
@@ -63,7 +63,11 @@ class Reinforce:
         self, config: ReinforceConfig, envs: gym.vector.VectorEnv, seed: int | None = None
     ):
         self.config, self.envs, self.seed = config, envs, seed
-        self.model = build_model(config, *spaces(envs))
+        model = build_model(config, *spaces(envs))
+        self.device = device.resolve(config.device, device.preferred(model))
+        cpu_acts = config.fast and fast.unsupported(model, "acting") is None
+        self.model = model.to(self.device)
+        self.acting = device.ActingCopy(self.model, on_cpu=cpu_acts)
         self.optimizer = make_optimizer(
             "adam", self.model.parameters(), config.learning_rate, eps=1e-8
         )
@@ -82,8 +86,8 @@ class Reinforce:
         """One update; returns its metrics, including ``steps`` (transitions trained on)."""
         cfg = self.config
         batch = collect_episodes(
-            self.envs, self.model, cfg.episodes_per_env, seed=self.seed, fast=cfg.fast
-        )
+            self.envs, self.acting(), cfg.episodes_per_env, seed=self.seed, fast=cfg.fast
+        ).to(self.device)
         self.seed = None  # seed the first reset only; later resets continue the env's RNG
         returns = discounted_returns(
             batch.rewards,
@@ -103,7 +107,7 @@ class Reinforce:
         policy_loss = policy_gradient_loss(dist.log_prob(actions), advantages)
         entropy = entropy_bonus(dist.entropy())
         loss = policy_loss - cfg.entropy_coef * entropy
-        critic_loss = torch.zeros(())
+        critic_loss = torch.zeros((), device=self.device)
         if values is not None:
             critic_loss = value_loss(values, returns)
             loss = loss + cfg.value_coef * critic_loss

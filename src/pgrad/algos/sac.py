@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pgrad import device
 from pgrad.config import ConfigError, PolicyConfig, at_least, positive
 from pgrad.critics import SACModel
 from pgrad.envs import spaces
@@ -111,7 +112,8 @@ class SAC:
     def __init__(self, config: SACConfig, envs: gym.vector.VectorEnv, seed: int | None = None):
         self.config = config
         observation_space, action_space = spaces(envs)
-        self.model = SACModel(config, observation_space, action_space)
+        self.device = device.resolve(config.device)
+        self.model = SACModel(config, observation_space, action_space).to(self.device)
         self.action_dim = int(np.prod(action_space.shape))
         self.low, self.high = action_space.low, action_space.high
         self.loc = (self.high + self.low) / 2
@@ -132,8 +134,9 @@ class SAC:
             optimizers["alpha"] = torch.optim.Adam([self.model.log_alpha], lr=lr)
         self.optimizer = OptimizerGroup(optimizers)
         self.buffer = ReplayBuffer(
-            min(config.buffer_size, config.steps), observation_space.shape, self.action_dim
-        )
+            min(config.buffer_size, config.steps), observation_space.shape, self.action_dim,
+            self.device,
+        )  # fmt: skip
         self.stepper = Stepper(envs, config.fast)
         self.stepper.reset(seed)
         self.steps = 0
@@ -174,7 +177,7 @@ class SAC:
             alpha_loss.backward()
             optimizers["alpha"].step()
         else:
-            alpha_loss = torch.zeros(())
+            alpha_loss = torch.zeros((), device=self.device)
 
         with torch.no_grad():
             next_dist = model.actor.distribution(batch["next_obs"])

@@ -25,14 +25,14 @@ def token_rewards(
     real token; 0 on padding."""
     rewards = torch.where(mask, -beta * kl, 0.0)
     last = (mask.sum(-1) - 1).clamp(min=0)
-    rewards[torch.arange(len(scores)), last] += scores
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores
     return rewards
 
 
 def _episodes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Time-major (terminated, truncated) flags: each response terminates at its last token."""
     terminated = torch.zeros_like(mask)
-    terminated[torch.arange(len(mask)), (mask.sum(-1) - 1).clamp(min=0)] = True
+    terminated[torch.arange(len(mask), device=mask.device), (mask.sum(-1) - 1).clamp(min=0)] = True
     return terminated.T.contiguous(), torch.zeros_like(terminated.T)
 
 

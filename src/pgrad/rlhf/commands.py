@@ -119,6 +119,9 @@ def train_command(
     lora_r: Annotated[
         int | None, typer.Option("--lora-r", help="LoRA rank (PEFT); 0: every weight trains.")
     ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (default: a GPU if there is one), cpu, cuda, cuda:N.")
+    ] = None,
     seed: SeedOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -136,14 +139,16 @@ def train_command(
     from pgrad.rlhf import pipeline
 
     if resume is not None:
-        given = [model, beta, seed, config, set_, run_dir, lora_r]
+        given = [model, beta, seed, config, set_, run_dir, lora_r, device]
         if any(v for v in given) or reward != "task" or prompts != pipeline.TASK:
             raise PgradError("--resume continues a run as configured; it takes only --iterations")
         path = pipeline.resume_rl(resume, iterations, progress)
         saved = yaml.safe_load((path / "config.yaml").read_text())
         _report(json.loads((path / "summary.json").read_text()), saved["reward"], path)
         return
-    layers = _layers(config, set_, beta=beta, iterations=iterations, seed=seed, lora_r=lora_r)
+    layers = _layers(
+        config, set_, beta=beta, iterations=iterations, seed=seed, lora_r=lora_r, device=device
+    )
     settings = pipeline.build_config(algo, layers)
     source = pipeline.model_dir(model) if model is not None else None
     path = pipeline.run_rl(algo, settings, run_dir, source, reward, prompts, progress)

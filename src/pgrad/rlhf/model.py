@@ -117,7 +117,9 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden).squeeze(-1)
+        """V in float32, also under autocast (the critic's targets and losses are float32)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.linear(hidden.float()).squeeze(-1)
 
 
 def hidden_size(model) -> int:

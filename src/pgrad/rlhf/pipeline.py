@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from pgrad import config as cfg
-from pgrad import runs
+from pgrad import device, runs
 from pgrad.errors import PgradError
 from pgrad.logging import MetricsLogger
 from pgrad.loop import Loop, StopSignals
@@ -259,6 +259,7 @@ def run_rl(
     sources = Sources.of(reward, prompts)
     if model is not None:
         lm.check_dir(model)
+    device.resolve(config.device, auto="accelerator")
     path = runs.create(run_dir, f"rlhf-{algo}", TASK, config.seed)
     if model is None:
         model = run_sft(sft.SFTConfig(seed=config.seed), path / "sft") / "model"
@@ -319,16 +320,17 @@ def _train(
     eval_prompts = sources.draw(config.eval_prompts, EVAL_SEED)
 
     def evaluate() -> dict[str, float]:
-        return rl.evaluate(
-            trainer.policy,
-            trainer.reference,
-            tokenizer,
-            reward_fn,
-            eval_prompts,
-            config.eval_samples,
-            config.max_new_tokens,
-            task_score,
-        )
+        with trainer.precision():
+            return rl.evaluate(
+                trainer.policy,
+                trainer.reference,
+                tokenizer,
+                reward_fn,
+                eval_prompts,
+                config.eval_samples,
+                config.max_new_tokens,
+                task_score,
+            )
 
     start = time.perf_counter()
     first = 0 if state is None else state["step"]

@@ -61,7 +61,7 @@ class RewardModel(nn.Module):
         """(B,) r(x, y) read at each response's last real token."""
         out = run(self.backbone, batch, hidden=True)
         last = batch.prompt_length + batch.last
-        hidden = out.hidden_states[-1][torch.arange(len(last)), last]
+        hidden = out.hidden_states[-1][torch.arange(len(last), device=last.device), last]
         return self.head(hidden).squeeze(-1)
 
     def save(self, path: Path, tokenizer) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pgrad import losses, returns
+from pgrad import device, losses, returns
 from pgrad.algos.ppo import minibatch_orders
 from pgrad.config import ConfigError, RunConfig, at_least
 from pgrad.errors import PgradError
@@ -89,6 +89,12 @@ class RLHFConfig(RunConfig):
     loss_type: Literal["grpo", "dr_grpo"] = "grpo"
     """GRPO: ``grpo`` divides each group's centred returns by their std and averages tokens per
     response; ``dr_grpo`` does neither (the unbiased variant)."""
+    gradient_checkpointing: bool = False
+    """Recompute the transformer blocks' activations in the backward pass instead of keeping
+    them: less memory for longer sequences or larger batches, for about one more forward pass."""
+    bf16: bool = True
+    """bf16 autocast for generation and forward passes on a CUDA device that supports it (the
+    log-probs, losses and optimizer stay float32); no effect on the CPU."""
     value_detach: bool = False
     """PPO: train the value head on detached hidden states (no value gradient into the LM)."""
     eval_prompts: int = 64
@@ -124,7 +130,7 @@ def without_kl_estimator(layer: dict[str, Any]) -> dict[str, Any]:
 ALGO_DEFAULTS: dict[str, dict] = {
     "reinforce": {},
     "rloo": {},
-    "ppo": {"normalize_advantage": True, "learning_rate": 5e-4},
+    "ppo": {"normalize_advantage": True, "learning_rate": 2e-4},  # 5e-4 spiralled (docs/rlhf.md)
     "grpo": {"ppo_epochs": 1, "minibatch_size": 128},  # one step on the default 32 x 4 batch
 }
 
@@ -148,13 +154,19 @@ class Trainer:
         if algo not in ALGOS:
             raise ValueError(f"unknown RLHF algorithm {algo!r}; expected one of {ALGOS}")
         self.algo, self.config, self.tokenizer, self.reward = algo, config, tokenizer, reward
+        self.device = device.resolve(config.device, auto="accelerator")
+        policy = policy.to(self.device)
         if config.lora_r:
             self.policy = with_lora(policy, config.lora_r).eval()
             self.reference = AdaptersOff(self.policy)
         else:
             self.policy = policy.eval()
             self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
-        self.value_head = ValueHead(hidden_size(policy)) if algo == "ppo" else None
+        if config.gradient_checkpointing:
+            with_checkpointing(self.policy)
+        self.value_head = None
+        if algo == "ppo":
+            self.value_head = ValueHead(hidden_size(policy)).to(self.device)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         if self.value_head is not None:
             params += list(self.value_head.parameters())
@@ -162,14 +174,19 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
         self.baseline: float | None = None
 
+    def precision(self):
+        """bf16 autocast where ``bf16`` asks and the device supports it."""
+        return device.bf16_autocast(self.device, self.config.bf16)
+
     # --- rollout -------------------------------------------------------------------------
 
     def collect(self, prompts: list[str]) -> Batch:
         """k samples per prompt (grouped), their scores and the rollout-time log-probs."""
         k = self.config.samples_per_prompt
         repeated = [p for p in prompts for _ in range(k)]
-        responses = generate(self.policy, self.tokenizer, repeated, self.config.max_new_tokens)
-        return self.score(responses)
+        with self.precision():
+            responses = generate(self.policy, self.tokenizer, repeated, self.config.max_new_tokens)
+            return self.score(responses)
 
     @torch.no_grad()
     def score(self, responses: Responses) -> Batch:
@@ -181,7 +198,9 @@ class Trainer:
         else:
             (log_probs, entropy), values = forward(self.policy, responses), None
         ref_log_probs, _ = forward(self.reference, responses)
-        scores = torch.as_tensor(self.reward(responses), dtype=log_probs.dtype)
+        scores = torch.as_tensor(
+            self.reward(responses), dtype=log_probs.dtype, device=log_probs.device
+        )
         scores = scores - self.config.missing_eos_penalty * (~responses.ended).to(scores.dtype)
         return Batch(responses, scores, log_probs, ref_log_probs, entropy, values)
 
@@ -247,10 +266,11 @@ class Trainer:
         ``targets``, L_KL = ``kl_loss`` (all means over the batch's response tokens).
         """
         c, m = self.config, batch.responses.mask
-        if self.value_head is None:
-            (log_probs, _), hidden = forward(self.policy, batch.responses), None
-        else:
-            log_probs, _, hidden = forward(self.policy, batch.responses, hidden=True)
+        with self.precision():  # the LM's forward pass (log-probs come out float32)
+            if self.value_head is None:
+                (log_probs, _), hidden = forward(self.policy, batch.responses), None
+            else:
+                log_probs, _, hidden = forward(self.policy, batch.responses, hidden=True)
         new, old = log_probs[m], batch.log_probs[m]
         if self.algo == "grpo":
             dr = c.loss_type == "dr_grpo"
@@ -320,6 +340,7 @@ class Trainer:
         steps = []
         for order in minibatch_orders(B, c.minibatch_size, c.ppo_epochs):
             order = torch.arange(B) if order is None else order
+            order = order.to(self.device)
             for start in range(0, B, c.minibatch_size):
                 rows = order[start : start + c.minibatch_size]
                 minibatch = _batch_rows(batch, rows)
@@ -371,6 +392,29 @@ class AdaptersOff(torch.nn.Module):
     def forward(self, **inputs):
         with self.policy[0].disable_adapter():
             return self.policy[0](**inputs)
+
+
+def with_checkpointing(policy: torch.nn.Module) -> None:
+    """Activation checkpointing in ``policy``'s transformer blocks, with dropout still off.
+
+    transformers checkpoints a block only while the block is in training mode, and RL runs the
+    policy in ``eval()`` (no dropout); so only the blocks themselves are flagged as training,
+    not their submodules, whose dropout stays off. Generation takes no gradient, so it is not
+    checkpointed and keeps its KV cache."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:  # transformers before activation_checkpointing_enable
+        base.gradient_checkpointing_enable({"use_reentrant": False})
+    blocks = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not blocks:
+        raise PgradError(f"{type(base).__name__} has no checkpointable blocks")
+    for block in blocks:
+        block.training = True
+    policy.pgrad_checkpointing = True  # ``sequences.run`` then asks for no KV cache
 
 
 def merged(policy: torch.nn.Module) -> torch.nn.Module:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pgrad import device
 from pgrad.policies import Categorical
 
 
@@ -42,6 +43,10 @@ class Responses:
     """(B, T) log-probs of the tokens under the logits ``generate`` sampled them from (KV cache,
     incremental positions); 0 where ``mask`` is false. A check on ``forward``, not used in
     training."""
+
+    def to(self, where: torch.device) -> Responses:
+        """The responses with their tensors on ``where`` (itself if they are there already)."""
+        return self if self.input_ids.device == where else device.moved(self, where)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -79,7 +84,8 @@ def response_mask(tokens: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torc
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> Responses:
     """Sample one response per prompt from pi_theta (temperature 1, no top-k/top-p: the
     policy's own distribution, so its log-probs are the ones the gradient needs)."""
-    encoded = encode_prompts(tokenizer, prompts)
+    on = device.of(model)
+    encoded = {k: v.to(on) for k, v in encode_prompts(tokenizer, prompts).items()}
     out = model.generate(
         **encoded,
         do_sample=True,
@@ -97,9 +103,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> Respo
     sampled = Categorical(torch.stack(out.logits, dim=1).float()).log_prob(tokens)
     if tokens.shape[1] < max_new_tokens:  # generate stops early once every row has ended
         missing = max_new_tokens - tokens.shape[1]
-        pad = torch.full((tokens.shape[0], missing), tokenizer.pad_token_id, dtype=tokens.dtype)
+        pad = torch.full((tokens.shape[0], missing), tokenizer.pad_token_id, dtype=tokens.dtype,
+                         device=on)  # fmt: skip
         tokens = torch.cat([tokens, pad], dim=1)
-        sampled = torch.cat([sampled, torch.zeros((tokens.shape[0], missing))], dim=1)
+        sampled = torch.cat([sampled, sampled.new_zeros((tokens.shape[0], missing))], dim=1)
     mask, ended = response_mask(tokens, tokenizer.eos_token_id)
     tokens = torch.where(mask, tokens, tokenizer.pad_token_id)
     texts = [
@@ -123,8 +130,10 @@ def run(model, responses: Responses, hidden: bool = False):
     left padding does not shift them."""
     attention = responses.attention_mask
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    # A checkpointed model recomputes its blocks in the backward pass: no cache to update twice.
+    cache = {"use_cache": False} if getattr(model, "pgrad_checkpointing", False) else {}
     return model(input_ids=responses.input_ids, attention_mask=attention, position_ids=positions,
-                 output_hidden_states=hidden)  # fmt: skip
+                 output_hidden_states=hidden, **cache)  # fmt: skip
 
 
 def forward(model, responses: Responses, hidden: bool = False):

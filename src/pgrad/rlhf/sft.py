@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pgrad import device
 from pgrad.rlhf.sequences import Responses, encode_prompts, forward, masked_mean
 
 
@@ -81,7 +82,7 @@ def train(model, tokenizer, corpus: list[tuple[str, str]], config: SFTConfig, lo
 
     def loss(rows: np.ndarray) -> torch.Tensor:
         batch = teacher_forced(tokenizer, *zip(*(corpus[i] for i in rows), strict=True))
-        log_probs, _ = forward(model, batch)
+        log_probs, _ = forward(model, batch.to(device.of(model)))
         return -masked_mean(log_probs, batch.mask)
 
     model.train()  # dropout on for SFT

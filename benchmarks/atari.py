@@ -1,0 +1,191 @@
+"""Atari PPO side by side: pgrad and Stable-Baselines3 on the same game, settings and budget;
+where each one's time goes; and how close that is to the compute bound of the network.
+
+    pip install -e '.[atari,bench]' -c constraints.txt
+    python benchmarks/atari.py --steps 1000000 --threads 2 --out docs/atari      # one seed each
+    python benchmarks/atari.py --steps 20000 --parts-only                          # breakdown only
+
+Settings: CleanRL's ``ppo_atari.py`` = rl-zoo's PPO Atari row (8 envs x 128 steps, 4 epochs of
+4 minibatches of 256, lr 2.5e-4 annealed linearly, clip 0.1, value clip 0.1 in pgrad (SB3's
+``clip_range_vf`` the same), entropy 0.01, value coefficient 0.5, gradient clip 0.5, gamma 0.99,
+GAE 0.95, the Nature CNN shared by actor and critic). Env: ``ALE/Breakout-v5`` (sticky actions
+0.25) with frame skip 4, 84x84 grayscale, 4 stacked frames, 30 no-ops, episodic life, fire reset,
+clipped rewards on both sides (pgrad: ``pgrad.atari``; SB3: ``make_atari_env`` +
+``VecFrameStack``). Both report the true game score (ALE's, all lives) of the last 100 games.
+
+Parts (``--parts``): the time of one PPO env step split into env stepping (random actions, the
+same vector env), acting (one batched CNN forward pass over the 8 envs) and learning (the update
+on a 1024-step rollout, divided by 1024), each timed alone in pgrad; their sum predicts pgrad's
+SPS. The compute bound: the Nature CNN costs ~19 MFLOP forward per observation (counted below);
+acting (1 forward) plus learning (4 epochs x forward + backward, ~3 forwards each) is
+~13 forwards = ~250 MFLOP per env step. Dividing the machine's measured throughput on that
+network (forward + backward of a 256 minibatch, which is what learning runs) by 250 MFLOP gives
+the SPS a PPO learner could not exceed here even with free envs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENV = "ALE/Breakout-v5"
+N_ENVS, N_STEPS, EPOCHS, BATCH = 8, 128, 4, 256
+
+
+def nature_cnn_flops() -> int:
+    """Multiply-adds x 2 of one forward pass on a (4, 84, 84) observation."""
+    layers = [(20 * 20, 32, 8 * 8 * 4), (9 * 9, 64, 4 * 4 * 32), (7 * 7, 64, 3 * 3 * 64)]
+    convs = sum(positions * out * fan_in for positions, out, fan_in in layers)
+    return 2 * (convs + 3136 * 512 + 512 * 5)  # and the 512 -> actions + value heads
+
+
+def measured_gflops(threads: int, repeats: int = 5) -> float:
+    """Forward + backward of the Nature CNN on a 256-observation minibatch, FLOP/s."""
+    from gymnasium.spaces import Box
+
+    from pgrad.encoders import NatureCNN
+
+    torch.set_num_threads(threads)
+    cnn = NatureCNN(Box(0, 255, (4, 84, 84), np.uint8))
+    obs = torch.randint(0, 256, (BATCH, 4, 84, 84), dtype=torch.uint8)
+    cnn(obs).sum().backward()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        cnn(obs).sum().backward()
+        times.append(time.perf_counter() - start)
+    return 3 * nature_cnn_flops() * BATCH / statistics.median(times) / 1e9
+
+
+def parts(threads: int, steps: int = 512) -> dict[str, float]:
+    """Seconds per env step of pgrad's env stepping, acting and learning, each alone."""
+    import pgrad
+    from pgrad.envs import make_vec_env
+    from pgrad.policies import build_actor_critic
+    from pgrad.train import resolve
+
+    torch.set_num_threads(threads)
+    envs = make_vec_env(ENV, N_ENVS)
+    envs.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps // N_ENVS):
+        envs.step(envs.action_space.sample())
+    env_s = (time.perf_counter() - start) / steps
+    cfg = resolve("ppo", ENV)
+    model = build_actor_critic(cfg, envs.single_observation_space, envs.single_action_space)
+    obs = torch.as_tensor(envs.reset(seed=0)[0])
+    with torch.inference_mode():
+        model(obs)
+        start = time.perf_counter()
+        for _ in range(steps // N_ENVS):
+            model(obs)[0].sample()
+    act_s = (time.perf_counter() - start) / steps
+    envs.close()
+    algo = pgrad.algos.get("ppo").make(cfg, make_vec_env(ENV, N_ENVS), 0)
+    batch = algo.rollout.collect(algo.model)
+    algo.update(batch)  # warm-up
+    start = time.perf_counter()
+    algo.update(batch)
+    learn_s = (time.perf_counter() - start) / batch.steps
+    algo.close()
+    return {"env": env_s, "act": act_s, "learn": learn_s}
+
+
+def train_pgrad(steps: int, seed: int, threads: int, out: Path) -> dict:
+    import pgrad
+
+    start = time.perf_counter()
+    run = pgrad.train("ppo", ENV, steps=steps, seed=seed, run_dir=out / f"pgrad-s{seed}",
+                      threads=threads, eval_episodes=10)  # fmt: skip
+    wall = time.perf_counter() - start
+    summary = run.summary
+    return {"library": "pgrad", "steps": summary["steps"], "wall_s": wall, "sps": summary["sps"],
+            "eval_return": summary["mean_return"]}  # fmt: skip
+
+
+def train_sb3(steps: int, seed: int, threads: int) -> dict:
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    torch.set_num_threads(threads)
+    envs = VecFrameStack(
+        make_atari_env(ENV, n_envs=N_ENVS, seed=seed, env_kwargs={"frameskip": 1}), 4
+    )
+
+    def linear(start: float):
+        return lambda remaining: remaining * start
+
+    model = PPO(
+        "CnnPolicy", envs, n_steps=N_STEPS, n_epochs=EPOCHS, batch_size=BATCH,
+        learning_rate=linear(2.5e-4), clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01,
+        vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, seed=seed, device="cpu",
+        verbose=0,
+    )  # fmt: skip
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    wall = time.perf_counter() - start
+    recent = [e["r"] for e in model.ep_info_buffer]
+    eval_envs = VecFrameStack(
+        make_atari_env(ENV, n_envs=1, seed=seed + 1000, env_kwargs={"frameskip": 1}), 4
+    )
+    # SB3's Monitor sits under its AtariWrapper: evaluate_policy reports whole games.
+    scores, _ = evaluate_policy(model, eval_envs, n_eval_episodes=10, return_episode_rewards=True)
+    return {
+        "library": "sb3",
+        "steps": steps,
+        "wall_s": wall,
+        "sps": steps / wall,
+        "eval_return": float(np.mean(scores)),
+        "last_100_train_games": float(np.mean(recent)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--libraries", nargs="+", default=["pgrad", "sb3"])
+    parser.add_argument("--parts-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/pgrad-atari"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    result: dict = {"machine": f"{platform.machine()}, torch {torch.__version__}",
+                    "threads": args.threads}  # fmt: skip
+    gflops = measured_gflops(args.threads)
+    per_step = 13 * nature_cnn_flops()
+    split = parts(args.threads)
+    predicted = 1 / sum(split.values())
+    result.update(
+        cnn_mflops_forward=nature_cnn_flops() / 1e6,
+        measured_gflops=gflops,
+        compute_bound_sps=gflops * 1e9 / per_step,
+        parts_ms_per_step={k: 1000 * v for k, v in split.items()},
+        parts_predicted_sps=predicted,
+    )
+    print(json.dumps(result, indent=1), flush=True)
+    if not args.parts_only:
+        runs = []
+        for library in args.libraries:
+            train = train_pgrad if library == "pgrad" else train_sb3
+            extra = (args.out,) if library == "pgrad" else ()
+            runs.append(train(args.steps, args.seed, args.threads, *extra))
+            print(json.dumps(runs[-1], default=str), flush=True)
+        result["runs"] = runs
+    (args.out / "atari-results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

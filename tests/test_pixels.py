@@ -1,0 +1,243 @@
+"""Pixels: the Nature CNN encoder against a hand-run forward pass, its policy's log-probs and
+entropies against ``torch.distributions`` on the same logits, uint8 storage, frame stacking and
+Atari's episode semantics step by step on scripted envs, and a CNN policy exported to ONNX."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gymnasium.vector import AutoresetMode
+
+from pgrad import atari
+from pgrad.encoders import FlatEncoder, NatureCNN, is_image, make_encoder
+from pgrad.policies import build_actor_critic, make_policy
+from pgrad.rollout import Rollout
+from pgrad.train import resolve
+
+IMAGE = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+
+def test_the_encoder_is_chosen_from_the_space():
+    assert is_image(IMAGE) and is_image(gym.spaces.Box(0, 255, (96, 96, 3), np.uint8))
+    assert not is_image(gym.spaces.Box(-1, 1, (4,))) and not is_image(
+        gym.spaces.Box(0, 1, (3, 4, 5))
+    )
+    assert isinstance(make_encoder(IMAGE), NatureCNN)
+    assert isinstance(make_encoder(IMAGE, "mlp"), FlatEncoder)
+    assert isinstance(make_encoder(gym.spaces.Box(-1, 1, (4,))), FlatEncoder)
+    both = make_encoder(gym.spaces.Dict({"camera": IMAGE, "speed": gym.spaces.Box(-1, 1, (2,))}))
+    assert both.dim == 512 + 2
+    obs = {"camera": torch.zeros(3, 4, 84, 84, dtype=torch.uint8), "speed": torch.ones(3, 2)}
+    out = both(obs)
+    assert out.shape == (3, 514) and torch.equal(out[:, 512:], torch.ones(3, 2))
+
+
+def test_nature_cnn_is_the_dqn_network_on_pixels_over_255():
+    torch.manual_seed(0)
+    cnn = NatureCNN(IMAGE)
+    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    c1, c2, c3 = (m for m in cnn.convs if isinstance(m, torch.nn.Conv2d))
+    x = obs.double() / 255
+    x = F.relu(F.conv2d(x, c1.weight.double(), c1.bias.double(), stride=4))  # 20x20
+    x = F.relu(F.conv2d(x, c2.weight.double(), c2.bias.double(), stride=2))  # 9x9
+    x = F.relu(F.conv2d(x, c3.weight.double(), c3.bias.double(), stride=1))  # 7x7
+    assert x.shape == (2, 64, 7, 7)
+    expected = F.relu(x.flatten(1) @ cnn.linear.weight.double().T + cnn.linear.bias.double())
+    torch.testing.assert_close(cnn(obs).double(), expected, rtol=1e-5, atol=1e-6)
+    last = NatureCNN(gym.spaces.Box(0, 255, (84, 84, 4), np.uint8))
+    last.load_state_dict(cnn.state_dict())  # channel-last images are permuted first
+    torch.testing.assert_close(last(obs.permute(0, 2, 3, 1)), cnn(obs))
+
+
+def test_cnn_policy_log_probs_and_entropy_are_the_categorical_of_its_logits():
+    torch.manual_seed(0)
+    cfg = resolve("ppo", "CartPole-v1", hidden_sizes=[])
+    model = build_actor_critic(cfg, IMAGE, gym.spaces.Discrete(6))
+    assert model.shared and isinstance(model.actor.encoder, NatureCNN)  # one trunk
+    obs = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    logits = model.actor.logits(model.actor.encoder(obs))  # hidden_sizes []: no body
+    reference = torch.distributions.Categorical(logits=logits)
+    dist, value = model(obs)
+    actions = torch.tensor([0, 1, 2, 3, 5])
+    torch.testing.assert_close(dist.log_prob(actions), reference.log_prob(actions))
+    torch.testing.assert_close(dist.entropy(), reference.entropy())
+    assert value.shape == (5,) and torch.equal(value, torch.zeros(5))  # value head starts at 0
+    # A continuous CNN policy: the Gaussian of its mean and log-std.
+    gaussian = make_policy(IMAGE, gym.spaces.Box(-1, 1, (3,)), hidden_sizes=())
+    d = gaussian.distribution(obs)
+    a = torch.randn(5, 3)
+    normal = torch.distributions.Normal(d.mean, d.stddev)
+    torch.testing.assert_close(d.log_prob(a), normal.log_prob(a).sum(-1))
+
+
+class Frames(gym.Env):
+    """A scripted image env: frame k of an episode is filled with 10 * episode + k, episodes
+    last ``length`` steps (terminated), the reward is k."""
+
+    observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 3):
+        self.length, self.episode, self.k = length, -1, 0
+
+    def frame(self) -> np.ndarray:
+        return np.full((84, 84), 10 * self.episode + self.k, dtype=np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.k = self.episode + 1, 0
+        return self.frame(), {}
+
+    def step(self, action):
+        self.k += 1
+        return self.frame(), float(self.k), self.k == self.length, False, {}
+
+
+def _stacked_vector_env(n: int = 1) -> gym.vector.VectorEnv:
+    def make():
+        return gym.wrappers.FrameStackObservation(Frames(), 4)
+
+    return gym.vector.SyncVectorEnv([make] * n, autoreset_mode=AutoresetMode.NEXT_STEP)
+
+
+def test_frame_stacks_and_resets_step_by_step():
+    """The stack starts as the reset frame four times, shifts one frame per step, never mixes
+    two episodes, and the rollout stores it as the same bytes (uint8)."""
+    envs = _stacked_vector_env()
+    cfg = resolve("ppo", "CartPole-v1", hidden_sizes=[], n_steps=8, encoder="cnn")
+    model = build_actor_critic(cfg, IMAGE, gym.spaces.Discrete(2))
+    batch = Rollout(envs, n_steps=8, seed=0).collect(model)
+    assert batch.obs.dtype == torch.uint8 and batch.obs.shape == (8, 1, 4, 84, 84)
+    stacks = [tuple(int(v) for v in batch.obs[t, 0, :, 0, 0]) for t in range(8)]
+    # s_t at each step (NEXT_STEP: the step after the terminal one is the ignored autoreset).
+    assert stacks == [
+        (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 2),  # episode 0: frames 0, 1, 2, then it ends
+        (0, 1, 2, 3),  # its terminal observation, where the autoreset step is taken
+        (10, 10, 10, 10), (10, 10, 10, 11), (10, 10, 11, 12),  # episode 1 starts afresh
+        (10, 11, 12, 13),
+    ]  # fmt: skip
+    assert batch.mask[:, 0].tolist() == [True, True, True, False, True, True, True, False]
+    assert batch.terminated[:, 0].tolist() == [False, False, True, False] * 2
+    assert batch.rewards[:, 0].tolist() == [1, 2, 3, 0, 1, 2, 3, 0]
+    envs.close()
+
+
+class Lives(gym.Env):
+    """A scripted ALE stand-in: 2 lives; the script says, per step, (reward, life lost). The
+    game is over when the lives run out. Action meanings as Breakout's."""
+
+    observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def __init__(self, script):
+        self.script, self.t, self.actions, self.resets = script, 0, [], 0
+        self.ale = self
+
+    def lives(self) -> int:
+        return self._lives
+
+    def get_action_meanings(self):
+        return ["NOOP", "FIRE", "RIGHT", "LEFT"]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._lives, self.resets = 2, self.resets + 1
+        return np.zeros((84, 84), np.uint8), {}
+
+    def step(self, action):
+        self.actions.append(int(action))
+        reward, lost = self.script[self.t % len(self.script)]
+        self.t += 1
+        self._lives -= lost
+        return np.zeros((84, 84), np.uint8), reward, self._lives == 0, False, {}
+
+
+def test_episodic_life_fire_reset_and_the_true_score():
+    """Inside out as in ``atari.wrappers``: RecordEpisodeStatistics, EpisodicLife, FireReset,
+    ClipReward. A lost life ends the training episode (terminated) but not the game; the
+    reset after it takes a no-op, then FIRE and UP; the reported episode is the whole game,
+    with its unclipped score; training rewards are clipped."""
+    # per step: (reward, life lost); the reset steps (NOOP, FIRE, UP) consume script entries.
+    script = [
+        (0, 0),
+        (0, 0),
+        (5, 0),
+        (0, 1),  # FIRE, UP, scores 5, loses a life
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (3, 0),
+        (2, 1),
+    ]  # no-op, FIRE, UP, 3, 2 and game over
+    inner = Lives(script)
+
+    def make():
+        env = gym.wrappers.RecordEpisodeStatistics(inner)
+        env = atari.FireReset(atari.EpisodicLife(env))
+        return gym.wrappers.ClipReward(env, -1.0, 1.0)
+
+    envs = gym.vector.SyncVectorEnv([make], autoreset_mode=AutoresetMode.NEXT_STEP)
+    envs.unwrapped.metadata = {**envs.unwrapped.metadata, "pgrad_episode_statistics": True}
+    cfg = resolve("ppo", "CartPole-v1", hidden_sizes=[8], n_steps=5, encoder="mlp")
+    model = build_actor_critic(
+        cfg, gym.spaces.Box(0, 255, (84, 84), np.uint8), envs.single_action_space
+    )
+    rollout = Rollout(envs, n_steps=5, seed=0)
+    batch = rollout.collect(model)
+    assert inner.actions[:2] == [1, 2]  # FIRE, UP at the first reset
+    assert batch.rewards[:, 0].tolist() == [1, 0, 0, 1, 1]  # 5 -> 1; autoreset; 3 -> 1, 2 -> 1
+    assert batch.terminated[:, 0].tolist() == [False, True, False, False, True]
+    assert batch.mask[:, 0].tolist() == [True, True, False, True, True]
+    assert inner.resets == 1  # the lost life did not reset the game (game over will, next step)
+    assert inner.actions[4:7] == [0, 1, 2]  # after the lost life: NOOP, FIRE, UP
+    assert batch.episode_returns.tolist() == [10.0]  # one game, 5 + 3 + 2, unclipped
+    assert batch.episode_lengths.tolist() == [len(script)]  # every frame of the game
+    envs.close()
+
+
+def test_the_atari_chain_on_breakout():
+    """The real thing, briefly: observations are 4 stacked 84x84 uint8 frames, training
+    rewards are clipped, and the reported episodes are whole games."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    from pgrad.envs import make_vec_env
+
+    envs = make_vec_env("ALE/Breakout-v5", 2)
+    assert envs.single_observation_space == IMAGE
+    cfg = resolve("ppo", "ALE/Breakout-v5", n_steps=64)
+    assert (cfg.n_envs, cfg.clip_range, cfg.entropy_coef, cfg.hidden_sizes) == (8, 0.1, 0.01, ())
+    model = build_actor_critic(cfg, IMAGE, envs.single_action_space)
+    rollout = Rollout(envs, n_steps=64, seed=0)
+    rewards, returns = [], []
+    for _ in range(6):
+        batch = rollout.collect(model)
+        rewards.append(batch.rewards.flatten())
+        returns += batch.episode_returns.tolist()
+    assert set(torch.cat(rewards).unique().tolist()) <= {0.0, 1.0}
+    assert returns and all(r >= 0 for r in returns)
+    envs.close()
+
+
+def test_a_cnn_policy_exports_to_onnx_with_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from pgrad.agent import Agent
+    from pgrad.export import export_agent
+
+    torch.manual_seed(0)
+    cfg = resolve("ppo", "CartPole-v1", hidden_sizes=[])
+    model = build_actor_critic(cfg, IMAGE, gym.spaces.Discrete(4)).eval()
+    agent = Agent(model, "ALE/Breakout-v5", "ppo", {"seed": 0}, 0, IMAGE, gym.spaces.Discrete(4))
+    path = export_agent(agent, "onnx", tmp_path / "policy.onnx")
+    obs = np.random.default_rng(0).integers(0, 256, (7, 4, 84, 84), dtype=np.uint8)
+    session = onnxruntime.InferenceSession(str(path))
+    assert session.get_inputs()[0].type == "tensor(uint8)"  # bytes in, as the env gives them
+    got = session.run(None, {"obs": obs})[0]
+    np.testing.assert_array_equal(got, agent.act(obs, deterministic=True))
+    with torch.no_grad():
+        logits = model.actor.logits(model.actor.encoder(torch.as_tensor(obs)))
+    np.testing.assert_array_equal(got, logits.argmax(-1).numpy())
