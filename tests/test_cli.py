@@ -4,16 +4,7 @@ import json
 import sys
 
 import pytest
-
-from pgrad.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["pgrad", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+from cli_runner import run_cli
 
 
 @pytest.mark.parametrize(

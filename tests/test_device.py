@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_runner import run_cli
 
 import pgrad
 from pgrad import device, runs
@@ -27,13 +28,6 @@ from pgrad.rollout import Batch
 from pgrad.train import resolve
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["pgrad", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err
 
 
 def test_names_and_the_auto_rule(monkeypatch):
@@ -70,7 +64,7 @@ def test_names_and_the_auto_rule(monkeypatch):
 )
 def test_cuda_without_a_gpu_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path, args):
     monkeypatch.chdir(tmp_path)
-    code, err = run_cli(monkeypatch, capsys, *args)
+    code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2
     lines = err.strip().splitlines()
     assert lines == [lines[0]] and "this machine has no CUDA device; use --device cpu" in lines[0]
@@ -79,9 +73,9 @@ def test_cuda_without_a_gpu_is_one_line_and_writes_nothing(monkeypatch, capsys, 
 
 def test_bad_device_names_are_config_errors(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
-    code, err = run_cli(monkeypatch, capsys, "train", "ppo", "--device", "gpu")
+    code, _, err = run_cli(monkeypatch, capsys, "train", "ppo", "--device", "gpu")
     assert code == 2 and "device must be auto, cpu, cuda or cuda:N, got 'gpu'" in err
-    code, err = run_cli(monkeypatch, capsys, "train", "a3c", "--set", "device=cuda:0")
+    code, _, err = run_cli(monkeypatch, capsys, "train", "a3c", "--set", "device=cuda:0")
     assert code == 2 and "a3c's workers share theta in CPU memory" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -174,7 +168,7 @@ def test_a_cuda_checkpoint_loads_evaluates_and_resumes_on_the_cpu(
     assert exit_info.value.code in (0, None)
     assert json.loads(capsys.readouterr().out)["episodes"] == 2
 
-    code, err = run_cli(monkeypatch, capsys, "train", "--resume", str(run.path), "--steps",
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", str(run.path), "--steps",
                         str(2 * steps))  # fmt: skip
     assert code == 2 and "device cuda: this machine has no CUDA device" in err
     resumed = pgrad.train(resume=run.path, steps=2 * steps, device="cpu")

@@ -85,3 +85,22 @@ def test_reinforce_learns_cartpole(tmp_path, algo):
     late = np.mean([r["episode_return"] for r in rows[-5:]])
     assert late > 150, late
     assert run.summary["mean_return"] > 150
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_evaluating_during_training_does_not_change_training(tmp_path, fast):
+    """The same run with and without evaluations in between logs the same training metrics:
+    evaluation draws from a fork of torch's generator (it used to shift the minibatch
+    permutations of every later update)."""
+    import csv
+
+    rows = []
+    for eval_every in (0, 2048):
+        run = pgrad.train("ppo", "CartPole-v1", steps=6144, seed=3, fast=fast, log_every=1024,
+                          eval_every=eval_every, eval_episodes=2,
+                          run_dir=tmp_path / f"e{eval_every}")  # fmt: skip
+        with open(run.path / "metrics.csv") as f:
+            rows.append(
+                [{k: v for k, v in r.items() if k != "eval_return"} for r in csv.DictReader(f)]
+            )
+    assert len(rows[0]) == 6 and rows[0] == rows[1]

@@ -228,6 +228,42 @@ def algos(
         console.print(f"--env {env_id} overrides (defaults.yaml): {settings}")
 
 
+@app.command()
+def tune(
+    algo: Annotated[str, typer.Argument(help="Algorithm name (see pgrad/search_spaces.py).")],
+    env: Annotated[str, typer.Option(help="Gymnasium env id.")] = "CartPole-v1",
+    trials: Annotated[int, typer.Option(help="Complete + pruned trials the study ends at.")] = 20,
+    steps: Annotated[
+        int | None, typer.Option(help="Env steps per trial (default: the config's steps).")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Trials at once (worker processes).")] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Study directory (default runs/tune-ALGO-ENV); rerun to resume."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the sampler and of every trial.")
+    ] = None,
+) -> None:
+    """Search ALGO's hyperparameters with Optuna (TPE, median pruning; the tune extra)."""
+    from pgrad.tune import table
+    from pgrad.tune import tune as run_tune
+
+    try:
+        tuned = run_tune(algo, env, trials, steps, jobs, out, seed)
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to continue the study")
+        raise typer.Exit(130) from None
+    console.print(table(tuned.study))
+    if tuned.best is None:
+        console.print("no trial completed (all were pruned); no best.yaml")
+    else:
+        best = tuned.study.best_trial
+        console.print(f"best: trial {best.number}, evaluation return {best.value:.1f}")
+        console.print(f"best config: {tuned.best}")
+    console.print(f"trials plot: {tuned.plot}")
+
+
 lab = typer.Typer(
     no_args_is_help=True, help="Experiments that measure policy-gradient theory (docs/lab.md)."
 )

@@ -212,6 +212,11 @@ def spaces(envs: gym.vector.VectorEnv) -> tuple[gym.Space, gym.Space]:
     """(observation space, action space) of one sub-env, as the env itself defines them.
 
     ``ClipAction`` widens the wrapped env's action space to (-inf, inf); policies are built on
-    the real bounds underneath it.
+    the real bounds underneath it. ``Dict`` observations are refused: rollouts store arrays.
     """
+    if isinstance(envs.single_observation_space, gym.spaces.Dict):
+        raise PgradError(
+            f"{vec_env_id(envs)}: Dict observations are not supported in rollouts yet; "
+            "wrap the env in gymnasium.wrappers.FlattenObservation, or keep one key"
+        )
     return envs.single_observation_space, envs.unwrapped.single_action_space

@@ -118,12 +118,16 @@ def train(
         runs.save_checkpoint(path, step, state, cfg.keep_checkpoints)
 
     def evaluation() -> np.ndarray:
-        # The policy sees observations normalised by the training statistics, frozen.
+        # The policy sees observations normalised by the training statistics, frozen. Training
+        # must not depend on whether it was evaluated: the evaluation's draws from torch's
+        # generator (its stepper's seed) are taken from a fork, and the training stream goes on.
         load_normalization_state(eval_envs, normalization_state(envs), frozen=True)
         algorithm.model.eval()
-        returns = evaluate(
-            algorithm.model, env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET, envs=eval_envs
-        )
+        with torch.random.fork_rng(devices=[]):
+            returns = evaluate(
+                algorithm.model, env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET,
+                envs=eval_envs,
+            )  # fmt: skip
         algorithm.model.train()
         return returns
 

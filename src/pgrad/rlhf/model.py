@@ -117,9 +117,10 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """V in float32, also under autocast (the critic's targets and losses are float32)."""
+        """V in at least float32, also under autocast (the critic's targets and losses are)."""
         with torch.autocast(hidden.device.type, enabled=False):
-            return self.linear(hidden.float()).squeeze(-1)
+            hidden = hidden.to(torch.promote_types(hidden.dtype, self.linear.weight.dtype))
+            return self.linear(hidden).squeeze(-1)
 
 
 def hidden_size(model) -> int:

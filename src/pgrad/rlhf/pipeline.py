@@ -320,7 +320,8 @@ def _train(
     eval_prompts = sources.draw(config.eval_prompts, EVAL_SEED)
 
     def evaluate() -> dict[str, float]:
-        with trainer.precision():
+        # From a fork of torch's generator: training samples the same with or without evaluations.
+        with torch.random.fork_rng(devices=[]), trainer.precision():
             return rl.evaluate(
                 trainer.policy,
                 trainer.reference,
