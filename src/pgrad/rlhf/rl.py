@@ -130,7 +130,7 @@ def without_kl_estimator(layer: dict[str, Any]) -> dict[str, Any]:
 ALGO_DEFAULTS: dict[str, dict] = {
     "reinforce": {},
     "rloo": {},
-    "ppo": {"normalize_advantage": True, "learning_rate": 2e-4},  # 5e-4 spiralled (docs/rlhf.md)
+    "ppo": {"normalize_advantage": True, "learning_rate": 1e-4},  # see docs/rlhf.md, "Why 1e-4"
     "grpo": {"ppo_epochs": 1, "minibatch_size": 128},  # one step on the default 32 x 4 batch
 }
 
