@@ -7,7 +7,7 @@
   arithmetic, and pgrad's CPU fast path (``pgrad.fast``) already runs it at NumPy speed;
   Stable-Baselines3 recommends the CPU for MLP policies for the same reason;
 - a language model (RLHF) runs on the GPU where there is one, and so does a CNN policy
-  (``pgrad.encoders``): a convolution over 8 stacked frames is real arithmetic.
+  (``pgrad.encoders``): convolutions over every env's stacked frames are real arithmetic.
 
 An explicit ``cuda`` puts the learner (network, optimizer, minibatches) there. On-policy
 algorithms with an MLP policy still act on a CPU copy of it (``ActingCopy``), refreshed once per

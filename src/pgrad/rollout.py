@@ -53,7 +53,7 @@ class Batch:
         return int(self.mask.sum())
 
     def to(self, where: torch.device) -> Batch:
-        """The batch with its tensors on ``device`` (itself if they are there already)."""
+        """The batch with its tensors on ``where`` (itself if they are there already)."""
         return self if self.obs.device == where else device.moved(self, where)
 
     def valid(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -296,7 +296,7 @@ class Stepper:
     def step(self, store: _Storage, keep: np.ndarray | bool, deterministic: bool) -> np.ndarray:
         """Act in every sub-env and store the transition, with V(s_t) and, where a SAME_STEP
         episode ended, V of its real last observation. Returns which sub-envs ended a kept
-        episode."""
+        episode (``Transition.finished``: on Atari, a whole game)."""
         action, log_prob, value = self.act(self.obs, deterministic)
         self.has_critic = value is not None
         step = self.transition(action.reshape(self.n, *self.action_shape), keep)
