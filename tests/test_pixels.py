@@ -205,6 +205,7 @@ def test_the_atari_chain_on_breakout():
     pytest.importorskip("cv2")
     from pgrad.envs import make_vec_env
 
+    torch.manual_seed(0)
     envs = make_vec_env("ALE/Breakout-v5", 2)
     assert envs.single_observation_space == IMAGE
     cfg = resolve("ppo", "ALE/Breakout-v5", n_steps=64)
