@@ -103,10 +103,11 @@ def _optimum(seed: int, beta: float, sft_dir: str, n_prompts: int) -> dict:
     }
 
 
-def _ms(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 3) -> str:
+    """``mean ± std`` of ``values`` (the value alone if there is one), to ``digits`` places."""
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
@@ -176,12 +177,12 @@ def main() -> None:
     for a in args.algos:
         for b in args.betas:
             rows = [r["summary"] for r in results if r["algo"] == a and r["beta"] == b]
-            cells = [_ms([r[when][key] for r in rows]) for when, key in
+            cells = [mean_std([r[when][key] for r in rows]) for when, key in
                      [("before", "reward"), ("after", "reward"), ("after", "kl")]]  # fmt: skip
-            cells.append(_ms([r["after"]["reward"] - b * r["after"]["kl"] for r in rows]))
+            cells.append(mean_std([r["after"]["reward"] - b * r["after"]["kl"] for r in rows]))
             best = [o["objective"] for o in optima if o["beta"] == b]
-            cells.append(_ms(best) if best else "")
-            cells += [_ms([r[w]["diversity"] for r in rows]) for w in ("before", "after")]
+            cells.append(mean_std(best) if best else "")
+            cells += [mean_std([r[w]["diversity"] for r in rows]) for w in ("before", "after")]
             seconds = statistics.median(r["wall_time_s"] for r in rows)
             lines.append(f"| {a} | {b} | " + " | ".join(cells) + f" | {seconds:.0f} |")
     print("\n".join(lines))

@@ -113,11 +113,12 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rlhf import mean_std  # benchmarks/rlhf.py, beside this script
 
 ALGOS = ("rloo", "grpo")
 LIBS = ("pgrad", "trl")
@@ -372,28 +373,16 @@ def _git_head() -> str:
     """The checkout's commit, and whether src/ differs from it (the code the runs imported is
     named beside it)."""
     repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(repo), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "src")
     except (OSError, subprocess.CalledProcessError):
         return "no git"
     return f"this checkout at {head}" + (", its src/ modified" if dirty else "")
-
-
-def _ms(values: list[float], digits: int = 3) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
@@ -479,16 +468,16 @@ def main() -> None:
         for lib in args.libs:
             rows = [r for r in runs if r["lib"] == lib and r["algo"] == algo]
             cells = [
-                _ms([r["after"]["task_score"] for r in rows]),
-                _ms([r["after"]["kl"] for r in rows], 2),
-                _ms([r["after"]["task_score"] - BETA * r["after"]["kl"] for r in rows]),
-                _ms([r["wall_s"] for r in rows], 1),
-                _ms([r["cpu_s"] for r in rows], 1),
-                _ms([r["peak_rss_mb"] for r in rows], 0),
-                _ms([r["rss_start_mb"] for r in rows], 0),
+                mean_std([r["after"]["task_score"] for r in rows]),
+                mean_std([r["after"]["kl"] for r in rows], 2),
+                mean_std([r["after"]["task_score"] - BETA * r["after"]["kl"] for r in rows]),
+                mean_std([r["wall_s"] for r in rows], 1),
+                mean_std([r["cpu_s"] for r in rows], 1),
+                mean_std([r["peak_rss_mb"] for r in rows], 0),
+                mean_std([r["rss_start_mb"] for r in rows], 0),
             ]
             lines.append(f"| {lib} | {algo} | " + " | ".join(cells) + " |")
-    sft_score = _ms([b["task_score"] for b in before.values()])
+    sft_score = mean_std([b["task_score"] for b in before.values()])
     table = "\n".join(lines)
     print(f"\n{table}\n\nSFT policy (before RL): score {sft_score}")
     print(f"\n{info['command']}\n{info['machine']}; wall {wall:.0f} s")

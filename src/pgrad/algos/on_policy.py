@@ -14,9 +14,11 @@ from typing import Protocol
 
 import gymnasium as gym
 import torch
+from torch import nn
 
 from pgrad import device, fast
-from pgrad.config import ConfigError, OnPolicyConfig
+from pgrad.config import ConfigError, OnPolicyConfig, PolicyConfig
+from pgrad.device import ActingCopy
 from pgrad.envs import spaces
 from pgrad.fast import ActorCriticTerms, FlatParameters
 from pgrad.optim import make_optimizer
@@ -42,6 +44,16 @@ class Collector(Protocol):
     def close(self) -> None: ...
 
 
+def place(model: nn.Module, config: PolicyConfig) -> tuple[torch.device, nn.Module, ActingCopy]:
+    """Where ``model`` learns (``config.device``; ``auto`` by ``device.preferred``), the model
+    moved there, and what collects with it: a CPU copy where the learner is elsewhere and the
+    fast path can act for it (``device.ActingCopy``), else the model itself."""
+    where = device.resolve(config.device, device.preferred(model))
+    cpu_acts = config.fast and fast.unsupported(model, "acting") is None  # asked on the CPU
+    model = model.to(where)
+    return where, model, ActingCopy(model, on_cpu=cpu_acts)
+
+
 class OnPolicy:
     """Collect a batch, ``update`` on it (each algorithm's own), repeat."""
 
@@ -55,11 +67,8 @@ class OnPolicy:
         collector: Collector | None = None,
     ):
         self.config = config
-        model = build_actor_critic(config, *spaces(envs))
-        self.device = device.resolve(config.device, device.preferred(model))
-        cpu_acts = config.fast and fast.unsupported(model, "acting") is None
-        self.model = model.to(self.device)
-        self.acting = device.ActingCopy(self.model, on_cpu=cpu_acts)
+        self.device, self.model, self.acting = place(build_actor_critic(config, *spaces(envs)),
+                                                     config)  # fmt: skip
         lr, eps = config.learning_rate, config.adam_eps
         self.flat = FlatParameters(self.model)
         self.optimizer = make_optimizer(config.optimizer, [self.flat.param], lr, eps)

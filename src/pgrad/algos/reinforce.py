@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from pgrad import device, fast, policies
+from pgrad import policies
+from pgrad.algos.on_policy import place
 from pgrad.config import PolicyConfig, at_least
 from pgrad.envs import spaces
 from pgrad.losses import entropy_bonus, policy_gradient_loss, value_loss
@@ -63,11 +64,7 @@ class Reinforce:
         self, config: ReinforceConfig, envs: gym.vector.VectorEnv, seed: int | None = None
     ):
         self.config, self.envs, self.seed = config, envs, seed
-        model = build_model(config, *spaces(envs))
-        self.device = device.resolve(config.device, device.preferred(model))
-        cpu_acts = config.fast and fast.unsupported(model, "acting") is None
-        self.model = model.to(self.device)
-        self.acting = device.ActingCopy(self.model, on_cpu=cpu_acts)
+        self.device, self.model, self.acting = place(build_model(config, *spaces(envs)), config)
         self.optimizer = make_optimizer(
             "adam", self.model.parameters(), config.learning_rate, eps=1e-8
         )
