@@ -104,3 +104,29 @@ def test_evaluating_during_training_does_not_change_training(tmp_path, fast):
                 [{k: v for k, v in r.items() if k != "eval_return"} for r in csv.DictReader(f)]
             )
     assert len(rows[0]) == 6 and rows[0] == rows[1]
+
+
+def test_callback_sees_every_logged_row_and_can_stop_the_run(tmp_path):
+    """``callback`` gets each row as metrics.csv has it, with the model being trained; returning
+    False stops after that row's update with a final checkpoint and an interrupted summary."""
+    import csv
+
+    seen = []
+
+    def callback(step, row, model):
+        seen.append((step, dict(row)))
+        assert isinstance(model, torch.nn.Module) and model.training
+        return len(seen) < 3
+
+    run = pgrad.train("ppo", "CartPole-v1", steps=20_000, seed=0, log_every=1024,
+                      eval_episodes=2, run_dir=tmp_path / "r", callback=callback)  # fmt: skip
+    with open(run.path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(seen) == len(rows) == 3
+    for (step, row), written in zip(seen, rows, strict=True):
+        assert int(written["step"]) == step
+        assert float(written["iteration"]) == row["iteration"]
+        assert float(written["episode_return"]) == pytest.approx(row["episode_return"], rel=1e-6)
+    assert run.summary["interrupted"] == "callback" and run.summary["mean_return"] is None
+    assert run.summary["steps"] == seen[-1][0] < 20_000
+    assert checkpoints(run.path)[-1].name.endswith(f"{seen[-1][0]}.pt")

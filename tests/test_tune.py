@@ -3,6 +3,7 @@ stops training, recovery from a SIGKILL, and one-line errors for bad input."""
 
 import fcntl
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -114,8 +115,8 @@ def test_tune_writes_best_yaml_and_resumes_without_rerunning(tiny_space, tmp_pat
 
 @needs_optuna
 def test_a_pruned_trial_stops_training(tiny_space, monkeypatch, tmp_path):
-    """The pruner says prune at the first evaluation of a 1M-step trial: only the watcher's
-    signal ends it early (a broken one would train for minutes, and fail)."""
+    """The pruner says prune at the first evaluation of a 1M-step trial: only the callback's
+    stop ends it early (a broken one would train for minutes, and fail)."""
     monkeypatch.setattr(
         tune, "_pruner", lambda setup, startup: optuna.pruners.ThresholdPruner(lower=1e9)
     )
@@ -125,7 +126,7 @@ def test_a_pruned_trial_stops_training(tiny_space, monkeypatch, tmp_path):
     (trial,) = tuned.study.trials
     assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_at"] == 1000
     summary = json.loads((out / "trials" / "trial-0000" / "summary.json").read_text())
-    assert summary["interrupted"] == "SIGINT" and summary["steps"] < 10**6
+    assert summary["interrupted"] == "callback" and summary["steps"] < 10**6
     assert tuned.best is None and (out / "trials.png").is_file()
     assert signal.getsignal(signal.SIGINT) is handler
 
@@ -152,20 +153,19 @@ class FakeTrial:
         return len(self.reports) >= self.prune_after
 
 
-def test_watcher_reports_at_nominal_steps_and_stops_at_the_first_prune(tmp_path):
+def test_pruning_reports_at_nominal_steps_and_stops_at_the_first_prune(tmp_path):
     setup = tune.Setup("ppo", "CartPole-v1", 5000, 0, 1, 5, tmp_path)
-    (tmp_path / "metrics.csv").write_text(
-        "step,episode_return,eval_return\n1024,10.0,\n1100,11.0,20.0\n2300,12.0,30.0\n"
-        "3100,13.0,40.0\n5100,14.0,50.0\n5200,15"  # the last row is still being written
-    )
+    rows = [(1024, math.nan), (1100, 20.0), (2300, 30.0), (3100, 40.0), (5100, 50.0)]
     trial = FakeTrial(prune_after=99)
-    tune.Watcher(trial, setup, tmp_path).poll()
+    pruning = tune.Pruning(trial, setup)
+    assert all(pruning(step, {"eval_return": value}, None) for step, value in rows)
     assert trial.reports == [(20.0, 1000), (30.0, 2000), (40.0, 3000)]  # 5100: the objective's
     trial = FakeTrial(prune_after=2)
-    watcher = tune.Watcher(trial, setup, tmp_path)
-    watcher.poll()
-    watcher.poll()
-    assert trial.reports == [(20.0, 1000), (30.0, 2000)] and watcher.pruned_at == 2000
+    pruning = tune.Pruning(trial, setup)
+    assert [pruning(step, {"eval_return": value}, None) for step, value in rows[:3]] == [
+        True, True, False
+    ]  # fmt: skip
+    assert trial.reports == [(20.0, 1000), (30.0, 2000)] and pruning.pruned_at == 2000
 
 
 BLOCK = r"""

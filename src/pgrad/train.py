@@ -8,7 +8,7 @@ import random
 import signal
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ def train(
     sets: Iterable[str] = (),
     progress: bool = False,
     resume: str | Path | None = None,
+    callback: Callable[[int, dict[str, float], torch.nn.Module], bool | None] | None = None,
     **overrides: Any,
 ) -> runs.Run:
     """Train ``algo`` on ``env`` and return the finished run directory.
@@ -78,6 +79,12 @@ def train(
     may raise its budget): same config, model, optimizer, normalisation statistics, RNG states,
     env state (where the env can be pickled) and counters, so it logs what the uninterrupted run
     would have logged.
+
+    ``callback(step, row, model)``, if given, is called after every logged metrics row (the
+    row as written to ``metrics.csv``, the model being trained). It may read the model, not
+    change it; returning ``False`` stops the run after that update as SIGINT would (final
+    checkpoint, summary ``interrupted: "callback"``). A live view (``pgrad playground``) or a
+    pruner hooks in here.
     """
     if resume is not None:
         given = algo
@@ -135,8 +142,9 @@ def train(
     start = time.perf_counter() - loop.train_time
     stop = StopSignals()
     retries = 0
+    stopped: str | None = None
     try:
-        while loop.step < cfg.steps and stop.signal is None:
+        while loop.step < cfg.steps and stop.signal is None and stopped is None:
             try:
                 metrics = algorithm.iterate()
             except NonFiniteError as e:
@@ -165,7 +173,10 @@ def train(
             evaluated = loop.evaluation_due(cfg)
             eval_return = float(evaluation().mean()) if evaluated else math.nan
             if loop.log_due(cfg, cfg.steps, evaluated):
-                loop.log(logger, _row(loop, eval_return))
+                row = _row(loop, eval_return)
+                loop.log(logger, row)
+                if callback is not None and callback(loop.step, row, algorithm.model) is False:
+                    stopped = "callback"
             if loop.checkpoint_due(cfg):
                 loop.train_time = time.perf_counter() - start
                 checkpoint(loop.step)
@@ -173,7 +184,9 @@ def train(
             loop.log(logger, _row(loop, math.nan))
         loop.train_time = time.perf_counter() - start
         checkpoint(loop.step)
-        returns = evaluation() if stop.signal is None else None
+        if stop.signal is not None:
+            stopped = signal.Signals(stop.signal).name
+        returns = evaluation() if stopped is None else None
     finally:
         stop.restore()
         algorithm.close()
@@ -193,8 +206,8 @@ def train(
         "seed": cfg.seed,
         "warnings": loop.warnings,
     }
-    if stop.signal is not None:
-        summary["interrupted"] = signal.Signals(stop.signal).name
+    if stopped is not None:
+        summary["interrupted"] = stopped
     runs.write_json(path / "summary.json", summary)
     run = runs.Run(path)
     plot_runs([run], path / "learning_curve.png")

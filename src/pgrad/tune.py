@@ -6,18 +6,14 @@ same step. The objective is the final evaluation's mean return (``summary.json``
 
 Every trial is an ordinary ``pgrad.train`` run in ``OUT/trials/trial-NNNN`` with
 ``eval_every = steps // evaluations``, so ``pgrad eval``, ``report`` and ``train --resume``
-work on it. How pruning hooks into training: ``train`` has no callback, and training in chunks
-with ``train(resume=..., steps=...)`` is not the same run (the budget ``steps`` also sets
-``anneal_lr``'s schedule and SAC's buffer size, so a run grown in chunks learns differently
-from one given the whole budget). So each trial trains with its whole budget, and a watcher
-thread reads the ``eval_return`` rows of its ``metrics.csv`` (flushed per row) as they appear
-and reports each to the trial at its nominal step (the multiple of ``eval_every`` it is due
-at, so trials with different rollout sizes compare at the same steps). When the pruner says
-prune, the watcher sends the process SIGINT: ``train`` stops as on Ctrl-C, after the current
-update, with a final checkpoint and an ``interrupted`` summary, and the trial is PRUNED. The
-decision alone makes a trial pruned (if training finished before the signal landed, it is
-pruned all the same), so with ``jobs=1`` which trials are pruned does not depend on timing
-(only where a pruned run stopped does).
+work on it. Pruning hooks into training through ``train``'s ``callback`` (``Pruning``): each
+trial trains with its whole budget (training in chunks with ``train(resume=..., steps=...)``
+would not be the same run: the budget also sets ``anneal_lr``'s schedule and SAC's buffer
+size), and each intermediate evaluation is reported to the trial at its nominal step (the
+multiple of ``eval_every`` it is due at, so trials with different rollout sizes compare at
+the same steps). When the pruner says prune, the callback stops the run after that update,
+with a final checkpoint and an ``interrupted`` summary, and the trial is PRUNED. Which trials
+are pruned, and where, does not depend on timing (with ``jobs=1``).
 
 Resume: the study lives in ``OUT/study.db`` (SQLite, ``load_if_exists``). A lock on
 ``OUT/.lock`` keeps a second ``pgrad tune`` off the same OUT, so any trial still RUNNING when
@@ -28,7 +24,7 @@ tune does not replay the first tune's draws.
 
 ``jobs > 1`` runs trials in that many processes (spawned, each with a share of the trials),
 not threads: ``train`` seeds the process-wide RNGs, sets process-wide thread counts and
-catches SIGINT only in the main thread. A worker whose parent died exits at its next poll.
+catches SIGINT only in the main thread. A worker whose parent died exits at its next logged row.
 Concurrent trials see each other's results in whatever order they finish, so a tune with
 ``jobs > 1`` is not reproducible trial for trial.
 
@@ -38,14 +34,11 @@ This module sits one layer above ``pgrad.train`` (import-linter), beside ``repor
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import math
 import multiprocessing
 import os
 import re
-import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +58,6 @@ from pgrad.train import resolve, train
 EVALUATIONS = 5
 """Evaluations per trial (each one a point the pruner may stop the trial at)."""
 EVAL_EPISODES = 5
-POLL_S = 0.05
-"""How often the watcher reads a trial's metrics.csv."""
 STUDY = "pgrad"
 console = Console()
 
@@ -184,79 +175,27 @@ def sample(
     return {key: settings[key] for key in space}
 
 
-class Watcher:
-    """Reports a training run's intermediate evaluations to its trial as ``metrics.csv`` gets
-    them, and stops the run (SIGINT, which ``train`` catches) once the trial should be pruned.
+class Pruning:
+    """``train``'s callback for one trial: reports each intermediate evaluation to the trial at
+    its nominal step, and stops the run (returns False) once the pruner says prune. A trial in a
+    worker process whose tune died exits at its next logged row."""
 
-    Use as a context manager around ``train``; on exit, rows not yet read are reported too."""
-
-    def __init__(self, trial: Any, setup: Setup, run_dir: Path, parent: int | None = None):
-        self.trial, self.setup, self.metrics = trial, setup, run_dir / "metrics.csv"
-        self.parent = parent
-        self.seen = 0
+    def __init__(self, trial: Any, setup: Setup, parent: int | None = None):
+        self.trial, self.setup, self.parent = trial, setup, parent
         self.pruned_at: int | None = None
-        self.signalled = False
-        self.training = False
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.main = threading.current_thread() is threading.main_thread()
 
-    def __enter__(self) -> Watcher:
-        self.training = True
-        if self.main:  # train saves this handler and restores it; it swallows a late signal
-            self.previous = signal.signal(signal.SIGINT, self._late_signal)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-        with self.lock:
-            self.training = False
-        self.poll()
-        if self.main:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _late_signal(self, signum: int, frame: object) -> None:
-        if not self.signalled:
-            raise KeyboardInterrupt
-
-    def _watch(self) -> None:
-        while not self.done.wait(POLL_S):
-            if self.parent is not None and os.getppid() != self.parent:
-                os._exit(1)  # the tune that started this worker died: so does its trial
-            self.poll()
-
-    def poll(self) -> None:
-        """Report the evaluations logged since the last poll; stop training if pruned."""
-        with self.lock:
-            for step, value in eval_rows(self.metrics)[self.seen :]:
-                if self.pruned_at is not None:
-                    return
-                self.seen += 1
-                nominal = step // self.setup.interval * self.setup.interval
-                if not 0 < nominal < self.setup.steps:
-                    continue  # the last evaluation is the objective's, not an intermediate one
-                self.trial.report(value, nominal)
-                if self.trial.should_prune():
-                    self.pruned_at = nominal
-                    if self.training and self.main:
-                        self.signalled = True
-                        os.kill(os.getpid(), signal.SIGINT)
-
-
-def eval_rows(metrics: Path) -> list[tuple[int, float]]:
-    """(step, eval_return) of each evaluation row in a metrics.csv written so far."""
-    try:
-        text = metrics.read_text()
-    except FileNotFoundError:
-        return []
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines.pop()  # a row still being written
-    rows = csv.DictReader(lines)
-    return [(int(r["step"]), float(r["eval_return"])) for r in rows if r.get("eval_return")]
+    def __call__(self, step: int, row: dict[str, float], model: object) -> bool:
+        if self.parent is not None and os.getppid() != self.parent:
+            os._exit(1)
+        value = row.get("eval_return", math.nan)
+        nominal = step // self.setup.interval * self.setup.interval
+        if math.isnan(value) or not 0 < nominal < self.setup.steps:
+            return True  # no evaluation, or the last one: the objective's, not intermediate
+        self.trial.report(value, nominal)
+        if self.trial.should_prune():
+            self.pruned_at = nominal
+            return False
+        return True
 
 
 def objective(setup: Setup, trial: Any, parent: int | None = None) -> float:
@@ -265,25 +204,17 @@ def objective(setup: Setup, trial: Any, parent: int | None = None) -> float:
     params = sample(trial, setup.algo, setup.env, setup.steps, setup.seed)
     trial.set_user_attr("config", params)
     run_dir = setup.out / "trials" / f"trial-{trial.number:04d}"
-    watcher = Watcher(trial, setup, run_dir, parent)
+    pruning = Pruning(trial, setup, parent)
     try:
-        with watcher:
-            run = train(
-                setup.algo,
-                setup.env,
-                setup.steps,
-                setup.seed,
-                config=params,
-                run_dir=run_dir,
-                eval_every=setup.interval,
-                eval_episodes=EVAL_EPISODES,
-            )
+        run = train(setup.algo, setup.env, setup.steps, setup.seed, config=params,
+                    run_dir=run_dir, callback=pruning, eval_every=setup.interval,
+                    eval_episodes=EVAL_EPISODES)  # fmt: skip
     except NonFiniteError as e:  # these hyperparameters diverged
         trial.set_user_attr("error", str(e))
         raise optuna.TrialPruned(str(e)) from None
-    if watcher.pruned_at is not None:
-        trial.set_user_attr("pruned_at", watcher.pruned_at)
-        raise optuna.TrialPruned(f"pruned at step {watcher.pruned_at}")
+    if pruning.pruned_at is not None:
+        trial.set_user_attr("pruned_at", pruning.pruned_at)
+        raise optuna.TrialPruned(f"pruned at step {pruning.pruned_at}")
     summary = run.summary
     if "interrupted" in summary:  # Ctrl-C or SIGTERM, not the pruner: stop the tune
         raise KeyboardInterrupt
