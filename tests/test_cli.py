@@ -157,3 +157,12 @@ def test_a_custom_env_module_in_the_working_directory_is_found(tmp_path):
     evaluation = pgrad("eval", "run", "--episodes", "2", "--json")
     assert evaluation.returncode == 0, evaluation.stderr
     assert json.loads(evaluation.stdout)["episodes"] == 2
+
+
+def test_train_resume_names_the_runs_algorithm_and_env(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "r"
+    args = ["--steps", "600", "--run-dir", str(run), "--set", "eval_episodes=1"]
+    code, _, _ = run_cli(monkeypatch, capsys, "train", "reinforce", "--env", "Acrobot-v1", *args)
+    assert code == 0
+    code, out, _ = run_cli(monkeypatch, capsys, "train", "--resume", str(run), "--steps", "1200")
+    assert code == 0 and "reinforce on Acrobot-v1: evaluation return" in " ".join(out.split())

@@ -1,4 +1,5 @@
-"""The ``pgrad`` command: train, eval, export, record, report, plot, algos, lab, rlhf.
+"""The ``pgrad`` command: train, eval, export, record, report, plot, algos, tune, playground,
+lab, rlhf.
 
 Bad input (unknown algorithm or env, a bad config key or value, a missing or corrupt run
 directory) prints one line, ``error: ...``, and exits with status 2.
@@ -99,7 +100,7 @@ def train(
         )
         raise typer.Exit(130 if summary["interrupted"] == "SIGINT" else 143)
     console.print(
-        f"[bold]{algo}[/] on [bold]{env}[/]: evaluation return "
+        f"[bold]{summary['algo']}[/] on [bold]{summary['env']}[/]: evaluation return "
         f"[bold green]{summary['mean_return']:.1f} ± {summary['std_return']:.1f}[/] over "
         f"{summary['episodes']} episodes after {summary['steps']:,} steps "
         f"({summary['wall_time_s']:.0f} s, {summary['sps']:,.0f} steps/s)"
@@ -262,6 +263,29 @@ def tune(
         console.print(f"best: trial {best.number}, evaluation return {best.value:.1f}")
         console.print(f"best config: {tuned.best}")
     console.print(f"trials plot: {tuned.plot}")
+
+
+@app.command()
+def playground(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (other than 127.0.0.1: reachable by others).")
+    ] = "127.0.0.1",
+    root: Annotated[
+        Path, typer.Option(help="Directory the playground's run directories go under.")
+    ] = Path("runs/playground"),
+    max_runs: Annotated[int, typer.Option(min=1, help="Runs training at once, at most.")] = 4,
+) -> None:
+    """A local web page to watch a policy gradient learn (the playground extra)."""
+    try:
+        from pgrad.playground.server import serve
+    except ModuleNotFoundError as e:
+        if e.name not in ("fastapi", "uvicorn", "starlette", "pydantic"):
+            raise
+        raise PgradError(
+            "pgrad playground needs its extra: pip install 'pgrad[playground]'"
+        ) from None
+    serve(host, port, root, max_runs)
 
 
 lab = typer.Typer(
