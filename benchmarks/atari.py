@@ -98,6 +98,60 @@ def parts(threads: int, steps: int = 512) -> dict[str, float]:
     return {"env": env_s, "act": act_s, "learn": learn_s}
 
 
+class Clock:
+    """Total seconds spent in one bound method, wrapped on its instance."""
+
+    def __init__(self, owner: object, name: str):
+        self.total, inner = 0.0, getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.total += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
+def split_pgrad(threads: int, steps: int) -> dict[str, float]:
+    """Seconds per env step inside real PPO iterations of pgrad: env stepping (the vector env's
+    ``step``), acting (the rest of collecting), learning (``update``)."""
+    import pgrad
+    from pgrad.envs import make_vec_env
+    from pgrad.train import resolve
+
+    torch.set_num_threads(threads)
+    envs = make_vec_env(ENV, N_ENVS)
+    env_clock = Clock(envs, "step")
+    algo = pgrad.algos.get("ppo").make(resolve("ppo", ENV), envs, 0)
+    collect = learn = 0.0
+    done = 0
+    while done < steps:
+        start = time.perf_counter()
+        batch = algo.rollout.collect(algo.model)
+        middle = time.perf_counter()
+        algo.update(batch)
+        collect, learn = collect + middle - start, learn + time.perf_counter() - middle
+        done += batch.steps
+    algo.close()
+    return {"env": env_clock.total / done, "act": (collect - env_clock.total) / done,
+            "learn": learn / done}  # fmt: skip
+
+
+def split_sb3(threads: int, steps: int) -> dict[str, float]:
+    """The same split for Stable-Baselines3's PPO: its vector env's ``step``, the rest of
+    ``collect_rollouts``, and ``train``."""
+    model = sb3_ppo(0, threads)
+    env_clock = Clock(model.env, "step")
+    collect_clock, learn_clock = Clock(model, "collect_rollouts"), Clock(model, "train")
+    model.learn(total_timesteps=steps)
+    done = model.num_timesteps
+    return {"env": env_clock.total / done,
+            "act": (collect_clock.total - env_clock.total) / done,
+            "learn": learn_clock.total / done}  # fmt: skip
+
+
 def train_pgrad(steps: int, seed: int, threads: int, out: Path) -> dict:
     import pgrad
 
@@ -110,12 +164,12 @@ def train_pgrad(steps: int, seed: int, threads: int, out: Path) -> dict:
             "eval_return": summary["mean_return"]}  # fmt: skip
 
 
-def train_sb3(steps: int, seed: int, threads: int) -> dict:
+def sb3_ppo(seed: int, threads: int):
+    """SB3's PPO with the same settings on the same env (``make_atari_env``: its AtariWrapper)."""
     import ale_py
     import gymnasium as gym
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecFrameStack
 
     gym.register_envs(ale_py)
@@ -133,6 +187,15 @@ def train_sb3(steps: int, seed: int, threads: int) -> dict:
         vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, seed=seed, device="cpu",
         verbose=0,
     )  # fmt: skip
+    return model
+
+
+def train_sb3(steps: int, seed: int, threads: int) -> dict:
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    model = sb3_ppo(seed, threads)
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - start
@@ -159,6 +222,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--libraries", nargs="+", default=["pgrad", "sb3"])
     parser.add_argument("--parts-only", action="store_true")
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=0,
+        help="also time env/act/learn inside this many steps of real PPO in both libraries",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/pgrad-atari"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -175,6 +244,11 @@ def main() -> None:
         parts_ms_per_step={k: 1000 * v for k, v in split.items()},
         parts_predicted_sps=predicted,
     )
+    if args.split:
+        result["split_ms_per_step"] = {
+            name: {k: 1000 * v for k, v in split(args.threads, args.split).items()}
+            for name, split in (("pgrad", split_pgrad), ("sb3", split_sb3))
+        }
     print(json.dumps(result, indent=1), flush=True)
     if not args.parts_only:
         runs = []

@@ -1,6 +1,8 @@
 """RLHF on the default task: REINFORCE, RLOO and PPO from the same SFT policy, with and without
 the KL penalty, over seeds; and the learned-reward-model chain. ``--algos`` takes any of
-``reinforce rloo ppo grpo grpo:dr_grpo`` (GRPO with ``loss_type: dr_grpo``).
+``reinforce rloo ppo grpo grpo:dr_grpo`` (GRPO with ``loss_type: dr_grpo``), each optionally
+with ``@K``: K samples per prompt and 128 / K prompts per batch (``grpo@16``: the same 128
+responses per batch as the default 32 x 4, in groups of 16).
 
     pip install -e '.[rlhf]'
     python benchmarks/rlhf.py --seeds 0 1 2 --workers 2 --out docs/rlhf
@@ -47,13 +49,17 @@ def _rl(
     torch.set_num_threads(1)
     from pgrad.rlhf import pipeline
 
-    name, _, loss_type = algo.partition(":")  # "grpo:dr_grpo": GRPO with that loss_type
+    spec, _, k = algo.partition("@")  # "grpo@16": groups of 16, 128 responses per batch
+    name, _, loss_type = spec.partition(":")  # "grpo:dr_grpo": GRPO with that loss_type
     keys = {"beta": beta, "iterations": iterations, "seed": seed}
-    config = pipeline.build_config(
-        name, [{**keys, **({"loss_type": loss_type} if loss_type else {})}]
-    )
-    name = f"{algo.replace(':', '-')}-beta{beta}-s{seed}" + ("-rm" if reward != "task" else "")
-    path = pipeline.run_rl(algo.partition(":")[0], config, Path(root) / name,
+    if loss_type:
+        keys["loss_type"] = loss_type
+    if k:
+        keys |= {"samples_per_prompt": int(k), "prompts_per_batch": 128 // int(k)}
+    config = pipeline.build_config(name, [keys])
+    run = algo.replace(":", "-").replace("@", "-k")
+    run += f"-beta{beta}-s{seed}" + ("-rm" if reward != "task" else "")
+    path = pipeline.run_rl(name, config, Path(root) / run,
                            Path(sft_dir) / "model", reward)  # fmt: skip
     summary = json.loads((path / "summary.json").read_text())
     with open(path / "metrics.csv") as f:

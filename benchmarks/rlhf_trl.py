@@ -62,6 +62,8 @@ k - 1 other samples. Not identical (no TRL option removes these):
   TRL's gradient is (tokens / responses in the batch: 3.5 at the SFT policy, 5 after RL) times
   pgrad's. Adam undoes a constant scale, but ``max_grad_norm=1.0`` clips TRL's gradient more
   often than pgrad's (first batch of seed 0: norm 1.67, clipped, against pgrad's 0.48).
+  ``--rloo-aggregation response`` gives pgrad's RLOO TRL's sum per response (``aggregation:
+  response``), so only the reward-to-go weighting differs.
 
 GRPO -> ``GRPOTrainer`` with ``loss_type="grpo"`` (per-response token mean, then the mean over
 responses: pgrad's ``loss_type: grpo``), ``scale_rewards="group"`` (divide by the group's sample
@@ -172,9 +174,9 @@ def _train_pgrad(job: dict) -> dict:
     from pgrad.rlhf import pipeline, rl
 
     algo, seed, n = job["algo"], job["seed"], job["iterations"]
-    keys = {**PGRAD_KEYS[algo], "seed": seed, "iterations": n, "learning_rate": LEARNING_RATE,
-            "prompts_per_batch": PROMPTS_PER_BATCH, "samples_per_prompt": K,
-            "max_new_tokens": MAX_NEW_TOKENS}  # fmt: skip
+    keys = {**PGRAD_KEYS[algo], **job.get("pgrad_sets", {}), "seed": seed, "iterations": n,
+            "learning_rate": LEARNING_RATE, "prompts_per_batch": PROMPTS_PER_BATCH,
+            "samples_per_prompt": K, "max_new_tokens": MAX_NEW_TOKENS}  # fmt: skip
     config = pipeline.build_config(algo, [keys])
     policy, tokenizer = lm.load(job["sft"])
     torch.manual_seed(seed)
@@ -401,6 +403,12 @@ def main() -> None:
         help="TRL without the position-id hook (see the docstring)",
     )
     parser.add_argument(
+        "--rloo-aggregation",
+        choices=["token", "response"],
+        default="token",
+        help="pgrad RLOO's aggregation (response: TRL's sequence-level sum; see the docstring)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="1 seed, 3 iterations, a 100-step SFT, small eval; all under --root",
@@ -428,7 +436,9 @@ def main() -> None:
             for lib in args.libs:
                 job = {"lib": lib, "algo": algo, "seed": seed, "iterations": args.iterations,
                        "sft": str(sft_dir), "out": str(runs_root / f"{lib}-{algo}-s{seed}"),
-                       "trl_raw_positions": args.trl_raw_positions}  # fmt: skip
+                       "trl_raw_positions": args.trl_raw_positions,
+                       "pgrad_sets": {"aggregation": args.rloo_aggregation}
+                       if algo == "rloo" else {}}  # fmt: skip
                 trained = _run_child(job)
                 after = _evaluate(Path(job["out"]) / "model", sft_dir, args.eval_prompts,
                                   args.eval_samples)  # fmt: skip
@@ -459,6 +469,7 @@ def main() -> None:
         "batch": f"{PROMPTS_PER_BATCH} prompts x {K} samples",
         "eval": f"{args.eval_prompts} held-out prompts x {args.eval_samples} samples",
         "pgrad_keys": PGRAD_KEYS,
+        "rloo_aggregation": args.rloo_aggregation,
         "trl_raw_positions": args.trl_raw_positions,
     }
     columns = ["library", "algorithm", "score after", "KL after (nats)", "score - 0.05 KL",

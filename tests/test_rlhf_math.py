@@ -284,8 +284,32 @@ def test_loss_aggregation_by_hand():
     per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([[True, False, False], [True, True, True]])
     assert advantages.aggregate(per_token, mask, "token").item() == pytest.approx(16 / 4)
+    assert advantages.aggregate(per_token, mask, "response").item() == pytest.approx((1 + 15) / 2)
     assert advantages.aggregate(per_token, mask, "sequence").item() == pytest.approx((1 + 5) / 2)
     assert advantages.aggregate(per_token, mask, "constant", 3).item() == pytest.approx(16 / 6)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "response"])
+def test_rloo_expected_gradient_is_the_policy_gradient_per_token_or_per_response(aggregation):
+    """RLOO, k = 2, no KL: Psi_i = R_i - R_other on every token, and y_other is independent of
+    y_i, so E[grad L] = -grad J exactly, J = sum_y pi(y) R(y), with ``response`` (each response's
+    summed log-prob, the sequence-level estimator) and -grad J / T with ``token`` (every
+    response here has T tokens)."""
+    t = trainer("rloo", scores=True, beta=0.0, aggregation=aggregation)
+    log_pi = sequence_log_probs(t.policy)
+    exact = -gradient(t, (log_pi.exp() * torch.tensor(SCORES, dtype=log_pi.dtype)).sum())
+    exact = exact / (T if aggregation == "token" else 1)
+    assert exact.norm() > 1e-3
+    torch.testing.assert_close(expected_gradient(t, 2), exact, rtol=1e-6, atol=1e-12)
+
+
+def test_aggregation_is_for_reinforce_and_rloo():
+    assert (
+        pipeline.build_config("reinforce", [{"aggregation": "response"}]).aggregation == "response"
+    )
+    for algo in ("ppo", "grpo"):
+        with pytest.raises(ConfigError, match="aggregation 'response' is for reinforce and rloo"):
+            pipeline.build_config(algo, [{"aggregation": "response"}])
 
 
 def test_dr_grpo_expected_gradient_is_the_policy_gradient_shrunk_by_the_group():

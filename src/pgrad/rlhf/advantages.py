@@ -76,17 +76,21 @@ def aggregate(
     per_token: torch.Tensor, mask: torch.Tensor, how: str, max_tokens: int | None = None
 ) -> torch.Tensor:
     """A (B, T) per-token loss as one number: ``token``, the mean over the batch's response
-    tokens; ``sequence``, the mean over responses of each response's mean (GRPO: a long
-    response's tokens weigh less); ``constant``, the sum over tokens / (B * ``max_tokens``)
-    (Dr. GRPO: every token weighs the same whatever its response's length)."""
+    tokens; ``response``, the mean over responses of each response's sum (the sequence-level
+    estimator: sum_t grad log pi(y_t|x, y_<t) = grad log pi(y|x)); ``sequence``, the mean over
+    responses of each response's mean (GRPO: a long response's tokens weigh less);
+    ``constant``, the sum over tokens / (B * ``max_tokens``) (Dr. GRPO: every token weighs the
+    same whatever its response's length)."""
     terms = torch.where(mask, per_token, 0.0)
     if how == "token":
         return terms.sum() / mask.sum()
+    if how == "response":
+        return terms.sum(-1).mean()
     if how == "sequence":
         return (terms.sum(-1) / mask.sum(-1).clamp(min=1)).mean()
     if how == "constant":
         return terms.sum() / (len(mask) * max_tokens)
-    raise ValueError(f"unknown aggregation {how!r}; expected token, sequence or constant")
+    raise ValueError(f"unknown aggregation {how!r}; expected token, response, sequence or constant")
 
 
 def gae(

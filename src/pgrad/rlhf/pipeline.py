@@ -226,6 +226,11 @@ def build_config(algo: str, layers: list[dict[str, Any]]) -> rl.RLHFConfig:
     config = cfg.build(rl.RLHFConfig, [rl.ALGO_DEFAULTS[algo], *layers], f"rlhf {algo}")
     if algo in ("rloo", "grpo") and config.samples_per_prompt < 2:
         raise cfg.ConfigError(f"{algo} needs samples_per_prompt >= 2 (a baseline from the group)")
+    if algo in ("ppo", "grpo") and config.aggregation != "token":
+        raise cfg.ConfigError(
+            f"aggregation {config.aggregation!r} is for reinforce and rloo; {algo} aggregates "
+            "its clipped surrogate itself (grpo: loss_type)"
+        )
     return config
 
 

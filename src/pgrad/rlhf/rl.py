@@ -89,6 +89,11 @@ class RLHFConfig(RunConfig):
     loss_type: Literal["grpo", "dr_grpo"] = "grpo"
     """GRPO: ``grpo`` divides each group's centred returns by their std and averages tokens per
     response; ``dr_grpo`` does neither (the unbiased variant)."""
+    aggregation: Literal["token", "response"] = "token"
+    """REINFORCE and RLOO: how the per-token terms Psi_t log pi(a_t|s_t) become the loss.
+    ``token``: their mean over the batch's response tokens; ``response``: each response's sum,
+    averaged over responses, the sequence-level estimator grad log pi(y|x) (R - b) (TRL's RLOO):
+    the same direction, (tokens / responses) times longer, so more steps reach max_grad_norm."""
     gradient_checkpointing: bool = False
     """Recompute the transformer blocks' activations in the backward pass instead of keeping
     them: less memory for longer sequences or larger batches, for about one more forward pass."""
@@ -131,7 +136,14 @@ ALGO_DEFAULTS: dict[str, dict] = {
     "reinforce": {},
     "rloo": {},
     "ppo": {"normalize_advantage": True, "learning_rate": 1e-4},  # see docs/rlhf.md, "Why 1e-4"
-    "grpo": {"ppo_epochs": 1, "minibatch_size": 128},  # one step on the default 32 x 4 batch
+    # One step per batch of 8 prompts x 16 (groups of 4 leave std-GRPO's objective 11-40% below
+    # J*; of 16, within 1%: docs/rlhf.md, "GRPO and Dr. GRPO").
+    "grpo": {
+        "ppo_epochs": 1,
+        "minibatch_size": 128,
+        "samples_per_prompt": 16,
+        "prompts_per_batch": 8,
+    },
 }
 
 
@@ -261,7 +273,8 @@ class Trainer:
 
             L = L_pi + value_coef L_V (PPO) + kl_loss_coef L_KL (if > 0),
 
-        L_pi = ``losses.policy_gradient_loss`` (REINFORCE, RLOO) or
+        L_pi = ``losses.policy_gradient_loss`` (REINFORCE, RLOO; per response with
+        ``aggregation: response``) or
         ``losses.clipped_surrogate_loss`` (PPO) of Psi_t, L_V = ``losses.value_loss`` towards
         ``targets``, L_KL = ``kl_loss`` (all means over the batch's response tokens).
         """
@@ -277,6 +290,10 @@ class Trainer:
             how, tokens = ("constant", c.max_new_tokens) if dr else ("sequence", None)
             surrogate = losses.clipped_surrogate(log_probs, batch.log_probs, psi, c.clip_range)
             loss = policy_loss = -advantages.aggregate(surrogate, m, how, tokens)
+            terms = {"policy_loss": policy_loss}
+        elif self.value_head is None and c.aggregation == "response":
+            per_token = log_probs * psi.detach()  # losses.policy_gradient_loss's terms
+            loss = policy_loss = -advantages.aggregate(per_token, m, "response")
             terms = {"policy_loss": policy_loss}
         elif self.value_head is None:
             loss = policy_loss = losses.policy_gradient_loss(new, psi[m])
