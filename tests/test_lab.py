@@ -108,3 +108,17 @@ def test_lab_commands_write_results_and_plots(tmp_path):
     assert (tmp_path / "r" / "rps.png").stat().st_size > 10_000
     bad = lab("variance", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "unknown env id" in bad.stderr
+
+
+def test_gym_table_fits_a_critic_for_a_policy_without_one(tmp_path):
+    """Plain REINFORCE has no critic: the lab fits V to Monte Carlo returns (under the sampling's
+    no_grad it once could not backpropagate), and the fitted baseline cuts the variance."""
+    import pgrad
+    from pgrad.lab import variance
+
+    run = pgrad.train("reinforce", "CartPole-v1", steps=2000, seed=0, run_dir=tmp_path / "r",
+                      eval_episodes=1)  # fmt: skip
+    rows, info = variance.gym_table("CartPole-v1", run.path, 40, 80, seed=0)
+    assert info["critic"] == "fitted to Monte Carlo returns"
+    by_name = {r.estimator: r for r in rows}
+    assert by_name["reward-to-go - V"].variance_vs_reinforce < 1.0

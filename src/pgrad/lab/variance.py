@@ -225,11 +225,12 @@ def _critic(model, side: dict[str, torch.Tensor], gamma: float):
     net = mlp([side["obs"].shape[1], 64, 64, 1], "tanh")
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     target = torch.as_tensor(G, dtype=torch.float32)
-    for _ in range(500):
-        loss = ((net(side["obs"]).squeeze(-1) - target) ** 2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with torch.enable_grad():  # gym_table samples under no_grad; the fit needs gradients
+        for _ in range(500):
+            loss = ((net(side["obs"]).squeeze(-1) - target) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     return lambda obs: net(obs).squeeze(-1).double()
 
 
