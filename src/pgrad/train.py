@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pgrad import algos, device, launch, runs
+from pgrad import algos, device, launch, runs, space_defaults
 from pgrad.agent import EVAL_SEED_OFFSET, evaluate
 from pgrad.config import Config, build, shipped_defaults, to_dict, user_layers
 from pgrad.envs import (
@@ -44,13 +44,28 @@ def resolve(
     sets: Iterable[str] = (),
     **overrides: Any,
 ) -> Config:
-    """The config of ``algo`` on ``env``: defaults < defaults.yaml < config < sets < kwargs."""
+    """The config of ``algo`` on ``env``: defaults < defaults.yaml < config < sets < kwargs.
+
+    An env without a ``defaults.yaml`` entry for ``algo`` gets ``space_defaults.for_spaces``
+    instead (reward and observation normalisation, exploration sized to the action bounds),
+    read from one instance of the env."""
     spec = algos.get(algo)
     check_env_id(env)
-    layers = [spec.preset, shipped_defaults(algo, env), *user_layers(config, sets)]
+    shipped = shipped_defaults(algo, env) or _from_spaces(algo, env)
+    layers = [spec.preset, shipped, *user_layers(config, sets)]
     layers.append(overrides)
     layers.append({k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None})
     return build(spec.config_cls, layers, algo)
+
+
+def _from_spaces(algo: str, env: str) -> dict[str, Any]:
+    if algo not in space_defaults.NORMALIZING:
+        return {}
+    one = gym.make(env.split(":", 1)[-1] if ":" in env else env)
+    try:
+        return space_defaults.for_spaces(algo, one.observation_space, one.action_space)
+    finally:
+        one.close()
 
 
 def seed_everything(seed: int) -> None:
