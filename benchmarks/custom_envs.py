@@ -3,7 +3,7 @@ with (``benchmarks/generic_defaults.py`` trains on them; ``custom_envs:ID`` name
 
 - ``SparseCorridor-v0``: 12 cells in a row, start in the first; left/right; reward 1 only on
   reaching the last cell (the episode ends), 0 otherwise, 100 steps at most. A random walk
-  reaches the goal in about a third of its episodes. Solved: mean return >= 0.95.
+  reaches the goal in about half of its episodes. Solved: mean return >= 0.95.
 - ``WideTarget-v0``: the observation is a target in [-4, 4], the action a number in [-5, 5]
   (not [-1, 1]); reward -|action - target|, a new target each step, 20 steps. A policy that
   ignores the target scores about -40. Solved: >= -4 (within 0.2 of the target on average).
