@@ -106,6 +106,9 @@ class NatureCNN(nn.Module):
             x = x * self.scale
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)
+        # The same numbers in (N, H, W, C) memory order: oneDNN's CPU convolutions run ~1.25x
+        # faster on it, forward and backward (benchmarks/atari.py; the result is unchanged).
+        x = x.contiguous(memory_format=torch.channels_last)
         return F.relu(self.linear(self.convs(x)))
 
 

@@ -61,7 +61,10 @@ def resolve(
 def _from_spaces(algo: str, env: str) -> dict[str, Any]:
     if algo not in space_defaults.NORMALIZING:
         return {}
-    one = gym.make(env.split(":", 1)[-1] if ":" in env else env)
+    try:
+        one = gym.make(env.split(":", 1)[-1] if ":" in env else env)
+    except gym.error.DependencyNotInstalled as e:
+        raise PgradError(f"env {env!r} cannot be made here: {e}") from None
     try:
         return space_defaults.for_spaces(algo, one.observation_space, one.action_space)
     finally:
