@@ -50,21 +50,21 @@ def resolve(
     instead (reward and observation normalisation, exploration sized to the action bounds),
     read from one instance of the env."""
     spec = algos.get(algo)
-    check_env_id(env)
-    shipped = shipped_defaults(algo, env) or _from_spaces(algo, env)
+    env_spec = check_env_id(env)
+    shipped = shipped_defaults(algo, env) or _from_spaces(algo, env_spec)
     layers = [spec.preset, shipped, *user_layers(config, sets)]
     layers.append(overrides)
     layers.append({k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None})
     return build(spec.config_cls, layers, algo)
 
 
-def _from_spaces(algo: str, env: str) -> dict[str, Any]:
-    if algo not in space_defaults.NORMALIZING:
+def _from_spaces(algo: str, env: gym.envs.registration.EnvSpec) -> dict[str, Any]:
+    if algo not in space_defaults.NORMALIZING:  # nothing to read: no env made
         return {}
     try:
-        one = gym.make(env.split(":", 1)[-1] if ":" in env else env)
+        one = gym.make(env)
     except gym.error.DependencyNotInstalled as e:
-        raise PgradError(f"env {env!r} cannot be made here: {e}") from None
+        raise PgradError(f"env {env.id!r} cannot be made here: {e}") from None
     try:
         return space_defaults.for_spaces(algo, one.observation_space, one.action_space)
     finally:

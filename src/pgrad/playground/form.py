@@ -83,14 +83,20 @@ def check(request: RunRequest) -> RunSpec:
         return RunSpec(algo, env.key, env.gym_id, steps, seed, values, label)
     if steps > choices.MAX_STEPS:
         raise FormError(f"steps must be <= {choices.MAX_STEPS:,} in the playground", "steps")
-    overrides = {**choices.FIXED, "log_every": choices.ALGOS[algo].log_every, **values}
-    if algo in ("a2c", "actor_critic"):
-        overrides["advantage"] = "gae"  # so that the lambda knob acts (lambda 1: n-step returns)
+    overrides = {**fixed(algo), **values}
     try:
         resolve(algo, env.gym_id, steps, seed, **overrides)
     except PgradError as e:
         raise FormError(str(e), field_of(str(e))) from None
     return RunSpec(algo, env.key, env.gym_id, steps, seed, overrides, label)
+
+
+def fixed(algo: str) -> dict[str, Any]:
+    """What the playground sets itself for ``algo``, under the knobs."""
+    out = {**choices.FIXED, "log_every": choices.ALGOS[algo].log_every}
+    if algo in ("a2c", "actor_critic"):
+        out["advantage"] = "gae"  # so that the lambda knob acts (lambda 1: n-step returns)
+    return out
 
 
 def _check_rps(rounds: int, seed: int, values: dict[str, Any]) -> None:
@@ -113,7 +119,6 @@ def defaults(algo: str, env_key: str) -> dict[str, Any]:
         return {"learning_rate": 0.1, "steps": env.steps, "seed": 0}
     if choices.compatible(algo, env.key):
         return {}
-    extra = {"advantage": "gae"} if algo in ("a2c", "actor_critic") else {}
-    config = resolve(algo, env.gym_id, env.steps, 0, **choices.FIXED, **extra)
+    config = resolve(algo, env.gym_id, env.steps, 0, **fixed(algo))
     values = {k: getattr(config, k) for k in choices.ALGOS[algo].knobs if hasattr(config, k)}
     return {**values, "steps": env.steps, "seed": 0}

@@ -14,6 +14,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pgrad.errors import PgradError
+from pgrad.playground.choices import RPS
 from pgrad.playground.lifeline import Channel, Control
 
 SUMMARY_KEYS = ("mean_return", "std_return", "episodes", "steps", "wall_time_s", "interrupted")
@@ -38,7 +39,7 @@ def main(conn: Connection, spec: RunSpec, run_dir: str) -> None:
     control.start()
     channel.send({"type": "status", "state": "running", "pid": os.getpid()})
     try:
-        if spec.env_key == "RockPaperScissors":
+        if spec.env_key == RPS:
             from pgrad.playground.rps import play
 
             lr = float(spec.overrides.get("learning_rate", 0.1))
