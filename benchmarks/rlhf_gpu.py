@@ -15,7 +15,8 @@ character-level tokenizer:
 
 For each size: a short SFT on the task's corpus (or ``--sft-model DIR`` for the tiny size), then,
 with full fine-tuning and with LoRA (rank 16; 8 for tiny), a GRPO run of ``--iterations``
-batches of 32 prompts x 4 samples from that SFT policy (bf16 autocast on a GPU). Measured per
+batches of GRPO's default size (8 prompts x 16 samples) from that SFT policy (bf16 autocast on a
+GPU). Measured per
 iteration after the first (warm-up), medians:
 
 - generation: response tokens sampled per second (``rl.generate``, KV cache);
@@ -25,7 +26,8 @@ iteration after the first (warm-up), medians:
   the process so far;
 - the hidden task score before and after the run (64 eval prompts x 4 samples): it must rise.
 
-Writes ``results.json`` and ``results.md`` (a markdown table) to ``--out``.
+Writes ``results.json`` and ``results.md`` (a markdown table) to ``--out``, rewritten after
+every row, so a run cut short keeps the rows it finished.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -171,12 +174,18 @@ def grpo_run(size: str, lora: bool, sft_model, tokenizer, args, where: torch.dev
         "score_after": after,
         "reward_rises": after > before,
         "iterations": config.iterations,
+        "prompts_per_batch": config.prompts_per_batch,
+        "samples_per_prompt": config.samples_per_prompt,
+        "max_new_tokens": config.max_new_tokens,
     }
 
 
 def table(results: list[dict], where: str) -> str:
+    first = results[0]
     lines = [
-        f"Device: {where}. GRPO, 32 prompts x 4 samples, 6 new tokens, bf16 autocast on a GPU.",
+        f"Device: {where}. GRPO, {first['prompts_per_batch']} prompts x "
+        f"{first['samples_per_prompt']} samples, {first['max_new_tokens']} new tokens, "
+        f"{first['iterations']} iterations, bf16 autocast on a GPU.",
         "",
         "| size | params | LoRA r (trained) | gen tok/s | update tok/s | s/iter | peak MB "
         "| score before -> after |",
@@ -212,6 +221,8 @@ def main() -> None:
     if where.type == "cpu":
         torch.set_num_threads(1)
     name = torch.cuda.get_device_name(where) if where.type == "cuda" else platform.processor()
+    where_name = f"{where} ({name or 'CPU'}), torch {torch.__version__}"
+    args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for size in sizes:
         policy, tokenizer, sft_s = sft_policy(size, args, where)
@@ -220,14 +231,15 @@ def main() -> None:
             row["sft_seconds"] = sft_s
             results.append(row)
             print(json.dumps(row), flush=True)
+            write(args.out, where_name, results)
         del policy
-    args.out.mkdir(parents=True, exist_ok=True)
-    where_name = f"{where} ({name or 'CPU'}), torch {torch.__version__}"
-    payload = {"device": where_name, "command": " ".join(__import__("sys").argv),
-               "results": results}  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / "results.md").write_text(table(results, where_name))
     print(table(results, where_name))
+
+
+def write(out: Path, where_name: str, results: list[dict]) -> None:
+    payload = {"device": where_name, "command": " ".join(sys.argv), "results": results}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "results.md").write_text(table(results, where_name))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --case ppo-CartPole-zoo --pairs 5
     python benchmarks/throughput.py --case a2c-CartPole --pairs 5 --json
     python benchmarks/throughput.py --case ppo-HalfCheetah --pairs 5 --versus /tmp/base/src
+    python benchmarks/throughput.py --case sac-Pendulum --pairs 3 --device cuda
 
 Each pair trains pgrad, then SB3 (alternating, so drift in the machine's load hits both), in this
 same process, with the same torch thread count, number of envs, steps per rollout, epochs and
@@ -11,8 +12,9 @@ minibatch size, for ``--steps`` env steps. Timed: the training loop only (pgrad'
 with logging and the final checkpoint, no evaluation; SB3's ``learn``), not construction.
 ``--versus SRC`` compares pgrad with pgrad instead: each pair trains the code under ``SRC`` (an
 older checkout's ``src``), then this checkout's, each in a fresh subprocess, alternating, and
-prints both SPS and their ratio (new / old). Also measured (without ``--versus``): the env's own
-step rate with random actions in the same vector env (the ceiling
+prints both SPS and their ratio (new / old). ``--device cuda`` puts both libraries' learners on
+the GPU (pgrad's ``device`` key, SB3's ``device=``; default cpu). Also measured (without
+``--versus``): the env's own step rate with random actions in the same vector env (the ceiling
 no learner can pass) and pgrad's share of it. Prints per pair both SPS and their ratio, then
 medians.
 """
@@ -70,7 +72,9 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> float:
+def pgrad_sps(
+    case: dict[str, Any], steps: int, threads: int, seed: int, device: str = "cpu"
+) -> float:
     import pgrad
 
     hp = case["hp"]
@@ -78,7 +82,7 @@ def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> floa
         with tempfile.TemporaryDirectory() as tmp:
             run = pgrad.train(
                 "sac", case["env"], steps=steps, seed=seed, run_dir=f"{tmp}/r", threads=threads,
-                eval_every=0, eval_episodes=1, checkpoint_every=10**9, **hp,
+                eval_every=0, eval_episodes=1, checkpoint_every=10**9, device=device, **hp,
             )  # fmt: skip
             return run.summary["steps"] / run.summary["train_time_s"]
     # SB3's MlpPolicy: separate [64, 64] tanh actor and critic, orthogonal init, no normalisation
@@ -97,12 +101,15 @@ def pgrad_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> floa
     with tempfile.TemporaryDirectory() as tmp:
         run = pgrad.train(
             case["algo"], case["env"], steps=steps, seed=seed, run_dir=f"{tmp}/r",
-            threads=threads, eval_every=0, eval_episodes=1, checkpoint_every=10**9, **overrides,
+            threads=threads, eval_every=0, eval_episodes=1, checkpoint_every=10**9, device=device,
+            **overrides,
         )  # fmt: skip
         return run.summary["steps"] / run.summary["train_time_s"]
 
 
-def sb3_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> float:
+def sb3_sps(
+    case: dict[str, Any], steps: int, threads: int, seed: int, device: str = "cpu"
+) -> float:
     import torch
     from stable_baselines3 import A2C, PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
@@ -111,7 +118,7 @@ def sb3_sps(case: dict[str, Any], steps: int, threads: int, seed: int) -> float:
     hp = dict(case["hp"])
     env = make_vec_env(case["env"], n_envs=hp.pop("n_envs"), seed=seed)
     cls = {"ppo": PPO, "a2c": A2C, "sac": SAC}[case["algo"]]
-    model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+    model = cls("MlpPolicy", env, seed=seed, device=device, verbose=0, **hp)
     start = time.perf_counter()
     model.learn(steps)
     elapsed = time.perf_counter() - start
@@ -143,6 +150,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--steps", type=int, help="env steps per measurement (default: the case's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both libraries")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], both libraries")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--versus", metavar="SRC", help="compare with pgrad from this src dir")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -159,8 +167,8 @@ def main() -> None:
         return
     pairs = []
     for i in range(args.pairs):
-        p = pgrad_sps(case, steps, args.threads, seed=i)
-        s = sb3_sps(case, steps, args.threads, seed=i)
+        p = pgrad_sps(case, steps, args.threads, seed=i, device=args.device)
+        s = sb3_sps(case, steps, args.threads, seed=i, device=args.device)
         pairs.append({"pgrad_sps": p, "sb3_sps": s, "ratio": p / s})
         if not args.json:
             print(f"pair {i}: pgrad {p:8.0f} SPS   sb3 {s:8.0f} SPS   ratio {p / s:5.2f}")
@@ -172,6 +180,7 @@ def main() -> None:
         "hyperparameters": case["hp"],
         "steps": steps,
         "threads": args.threads,
+        "device": args.device,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "pairs": pairs,
         "median_pgrad_sps": pgrad_median,

@@ -242,3 +242,33 @@ def test_a_cnn_policy_exports_to_onnx_with_parity(tmp_path):
     with torch.no_grad():
         logits = model.actor.logits(model.actor.encoder(torch.as_tensor(obs)))
     np.testing.assert_array_equal(got, logits.argmax(-1).numpy())
+
+
+def test_an_atari_run_loads_evaluates_and_records_whole_games(tmp_path):
+    """``pgrad.load`` builds the CNN for the preprocessed frames the run trained on (not the raw
+    210x160 screen), and ``record`` plays whole games: the same game as the evaluation with the
+    same seed, with the same true score, past every lost life."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    import pgrad
+    from pgrad.envs import make_env
+    from pgrad.record import frames
+
+    run = pgrad.train(
+        "ppo", "ALE/Breakout-v5", steps=256, seed=0, run_dir=tmp_path / "run", n_envs=2,
+        n_steps=64, batch_size=64, eval_episodes=1, checkpoint_every=10**9,
+    )  # fmt: skip
+    agent = pgrad.load(run.path)
+    assert agent.observation_space == IMAGE
+    evaluated = agent.evaluate(episodes=1, seed=123)
+    images, returns, _ = frames(run.path, episodes=1, seed=123)
+    assert returns == [float(evaluated[0])]
+    assert images[0].shape == (210, 160, 3)
+    env = make_env("ALE/Breakout-v5")  # the first life alone, played the same way
+    obs, _ = env.reset(seed=123)
+    first_life, over = 0, False
+    while not over:
+        obs, _, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
+        first_life, over = first_life + 1, terminated or truncated
+    env.close()
+    assert len(images) > first_life + 1

@@ -11,7 +11,7 @@ from torch import nn
 
 from pgrad import algos
 from pgrad.config import build
-from pgrad.envs import check_env_id, load_normalization_state, make_vec_env
+from pgrad.envs import check_env_id, load_normalization_state, make_env, make_vec_env
 from pgrad.errors import PgradError
 from pgrad.rollout import collect_episodes
 from pgrad.runs import Run, load_checkpoint
@@ -102,7 +102,8 @@ class Agent:
 
 
 def load(run_dir: str | Path) -> Agent:
-    """The policy in ``run_dir``'s latest checkpoint."""
+    """The policy in ``run_dir``'s latest checkpoint. Its observations are those of
+    ``pgrad.envs.make_env(agent.env_id)``: for Atari, the preprocessed, stacked frames."""
     run = Run.open(run_dir)
     meta = run.config
     algo, env_id = meta["algo"], meta["env"]
@@ -117,7 +118,7 @@ def load(run_dir: str | Path) -> Agent:
             f"checkpoint {str(path)!r} was written by {state.get('algo')!r} on "
             f"{state.get('env')!r}, but the run is {algo!r} on {env_id!r}"
         )
-    env = gym.make(env_id)
+    env = make_env(env_id)
     spaces = env.observation_space, env.action_space
     env.close()
     model = spec.build_model(config, *spaces)

@@ -88,6 +88,19 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         raise PgradError(f"unknown env id {env_id!r}{hint}") from None
 
 
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """One ``env_id`` env as each sub-env of ``make_vec_env`` is made (without its vector-level
+    wrappers): Atari ids get ``pgrad.atari``'s wrapper chain, so observations are the stacked
+    84x84 frames a CNN policy was trained on; other ids are ``gym.make(env_id, **kwargs)``."""
+    check_env_id(env_id)
+    if not atari.is_atari(env_id):
+        return gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **atari.make_kwargs(), **kwargs)
+    for wrap in atari.wrappers():
+        env = wrap(env)
+    return env
+
+
 def make_vec_env(
     env_id: str,
     n_envs: int,

@@ -1,7 +1,9 @@
 """``pgrad record``: render episodes of a trained policy to a GIF or an MP4.
 
-Frames come from the env's ``rgb_array`` rendering; the agent acts deterministically (or
-sampled, with ``stochastic``) through ``Agent.act``, so saved observation normalisation applies.
+Frames come from the env's ``rgb_array`` rendering (for Atari the full screen, while the agent
+sees ``pgrad.atari``'s stacked 84x84 frames, and an episode is a whole game, every life); the
+agent acts deterministically (or sampled, with ``stochastic``) through ``Agent.act``, so saved
+observation normalisation applies.
 MP4 goes through Gymnasium's ``save_video`` (needs moviepy: ``pip install 'pgrad[video]'``); GIF
 through Pillow, which matplotlib already brings.
 """
@@ -16,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 
 from pgrad.agent import EVAL_SEED_OFFSET, load
+from pgrad.atari import is_atari
+from pgrad.envs import make_env
 from pgrad.errors import PgradError
 
 FORMATS = (".gif", ".mp4")
@@ -27,7 +31,7 @@ def frames(run_dir: str | Path, episodes: int = 1, seed: int | None = None,
     agent = load(run_dir)
     seed = agent.config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
     try:
-        env = gym.make(agent.env_id, render_mode="rgb_array")
+        env = make_env(agent.env_id, render_mode="rgb_array")
     except gym.error.DependencyNotInstalled as e:
         raise PgradError(f"rendering {agent.env_id!r} needs extra packages: {e}") from None
     images, returns = [], []
@@ -37,12 +41,20 @@ def frames(run_dir: str | Path, episodes: int = 1, seed: int | None = None,
             images.append(env.render())
             total, done = 0.0, False
             while not done:
-                obs, reward, terminated, truncated, _ = env.step(
+                obs, reward, terminated, truncated, info = env.step(
                     agent.act(obs, deterministic=not stochastic)
                 )
                 images.append(env.render())
                 total += float(reward)
                 done = terminated or truncated
+                if done and is_atari(agent.env_id):
+                    # A lost life ends Atari's training episode, not the game: play on to the
+                    # game's end, and report its true score rather than clipped rewards.
+                    if "episode" in info:
+                        total = float(info["episode"]["r"])
+                    else:
+                        obs, _ = env.reset()
+                        done = False
             returns.append(total)
         fps = int(env.metadata.get("render_fps") or 30)
     finally:
