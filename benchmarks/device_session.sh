@@ -67,29 +67,31 @@ cat "$W/versions.txt"
     since "A done rc=$?"
 ) >"$W/rlhf-gpu.log" 2>&1 &
 
-# C. Real-device checks, then SPS beside SB3.
+# C. Real-device checks, then SPS beside SB3 (bounded like the rest: what is not done at T stops).
 (
     since "C start"
+    end=$((start + T))
+    left() { echo $((end - $(date +%s) > 1 ? end - $(date +%s) : 1)); }
     for algo in ppo a2c; do
-        $PY -m pgrad train $algo --env CartPole-v1 --steps 20000 --device "$DEVICE" --seed 0 \
-            --run-dir "$W/checks/$algo" --no-progress
-        CUDA_VISIBLE_DEVICES= $PY -m pgrad eval "$W/checks/$algo" --episodes 5 --json
+        timeout "$(left)" $PY -m pgrad train $algo --env CartPole-v1 --steps 20000 \
+            --device "$DEVICE" --seed 0 --run-dir "$W/checks/$algo" --no-progress
+        CUDA_VISIBLE_DEVICES= timeout "$(left)" $PY -m pgrad eval "$W/checks/$algo" --episodes 5 --json
         since "C $algo rc=$?"
     done
-    $PY -m pgrad train sac --env Pendulum-v1 --steps 3000 --device "$DEVICE" --seed 0 \
-        --run-dir "$W/checks/sac" --no-progress
-    CUDA_VISIBLE_DEVICES= $PY -m pgrad eval "$W/checks/sac" --episodes 3 --json
+    timeout "$(left)" $PY -m pgrad train sac --env Pendulum-v1 --steps 3000 \
+        --device "$DEVICE" --seed 0 --run-dir "$W/checks/sac" --no-progress
+    CUDA_VISIBLE_DEVICES= timeout "$(left)" $PY -m pgrad eval "$W/checks/sac" --episodes 3 --json
     since "C sac rc=$?"
-    $PY -m pgrad rlhf train grpo --device "$DEVICE" --iterations 20 --seed 0 \
+    timeout "$(left)" $PY -m pgrad rlhf train grpo --device "$DEVICE" --iterations 20 --seed 0 \
         --run-dir "$W/checks/rlhf" --no-progress
-    CUDA_VISIBLE_DEVICES= $PY -m pgrad rlhf sample "$W/checks/rlhf" --n 4
+    CUDA_VISIBLE_DEVICES= timeout "$(left)" $PY -m pgrad rlhf sample "$W/checks/rlhf" --n 4
     since "C rlhf rc=$?"
-    $PY -m pytest -q -p no:cacheprovider tests/test_device.py 2>&1 | tail -5
+    timeout "$(left)" $PY -m pytest -q -p no:cacheprovider tests/test_device.py 2>&1 | tail -5
     since "C tests"
-    for case in sac-Pendulum ppo-HalfCheetah; do
+    for case in ppo-HalfCheetah sac-Pendulum; do
         for where in "$DEVICE" cpu; do
-            $PY benchmarks/throughput.py --case $case --pairs 2 --device $where --json \
-                >"$W/throughput-$case-$where.json"
+            timeout "$(left)" $PY benchmarks/throughput.py --case $case --pairs 2 \
+                --device $where --json >"$W/throughput-$case-$where.json"
             since "C throughput $case $where rc=$?"
         done
     done

@@ -31,6 +31,11 @@ rm -rf envpool/vizdoom/bin envpool/jumanji/assets
 find envpool_assets -mindepth 1 -maxdepth 1 -type d -not -name atari -exec rm -rf {} +
 sed -i '/^import envpool\./{/atari/!d}' envpool/entry.py
 cd ..
+# pgrad runs from src/ there, uninstalled: give importlib.metadata its name and version.
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+mkdir -p ".devsite/pgrad-$version.dist-info"
+printf 'Metadata-Version: 2.1\nName: pgrad\nVersion: %s\n' "$version" \
+    >".devsite/pgrad-$version.dist-info/METADATA"
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >>.git/info/exclude
 grep -qx '/.devsite/' .git/info/exclude || echo /.devsite/ >>.git/info/exclude
 du -sh .whl .devsite
