@@ -71,27 +71,28 @@ cat "$W/versions.txt"
 (
     since "C start"
     end=$((start + T))
-    left() { echo $((end - $(date +%s) > 1 ? end - $(date +%s) : 1)); }
+    bounded() { timeout "$((end - $(date +%s) > 1 ? end - $(date +%s) : 1))" "$@"; }
+    cpu_only() { bounded env CUDA_VISIBLE_DEVICES= "$@"; }
     for algo in ppo a2c; do
-        timeout "$(left)" $PY -m pgrad train $algo --env CartPole-v1 --steps 20000 \
-            --device "$DEVICE" --seed 0 --run-dir "$W/checks/$algo" --no-progress
-        CUDA_VISIBLE_DEVICES= timeout "$(left)" $PY -m pgrad eval "$W/checks/$algo" --episodes 5 --json
+        bounded $PY -m pgrad train $algo --env CartPole-v1 --steps 20000 --device "$DEVICE" \
+            --seed 0 --run-dir "$W/checks/$algo" --no-progress
+        cpu_only $PY -m pgrad eval "$W/checks/$algo" --episodes 5 --json
         since "C $algo rc=$?"
     done
-    timeout "$(left)" $PY -m pgrad train sac --env Pendulum-v1 --steps 3000 \
-        --device "$DEVICE" --seed 0 --run-dir "$W/checks/sac" --no-progress
-    CUDA_VISIBLE_DEVICES= timeout "$(left)" $PY -m pgrad eval "$W/checks/sac" --episodes 3 --json
+    bounded $PY -m pgrad train sac --env Pendulum-v1 --steps 3000 --device "$DEVICE" --seed 0 \
+        --run-dir "$W/checks/sac" --no-progress
+    cpu_only $PY -m pgrad eval "$W/checks/sac" --episodes 3 --json
     since "C sac rc=$?"
-    timeout "$(left)" $PY -m pgrad rlhf train grpo --device "$DEVICE" --iterations 20 --seed 0 \
+    bounded $PY -m pgrad rlhf train grpo --device "$DEVICE" --iterations 20 --seed 0 \
         --run-dir "$W/checks/rlhf" --no-progress
-    CUDA_VISIBLE_DEVICES= timeout "$(left)" $PY -m pgrad rlhf sample "$W/checks/rlhf" --n 4
+    cpu_only $PY -m pgrad rlhf sample "$W/checks/rlhf" --n 4
     since "C rlhf rc=$?"
-    timeout "$(left)" $PY -m pytest -q -p no:cacheprovider tests/test_device.py 2>&1 | tail -5
+    bounded $PY -m pytest -q -p no:cacheprovider tests/test_device.py 2>&1 | tail -5
     since "C tests"
     for case in ppo-HalfCheetah sac-Pendulum; do
         for where in "$DEVICE" cpu; do
-            timeout "$(left)" $PY benchmarks/throughput.py --case $case --pairs 2 \
-                --device $where --json >"$W/throughput-$case-$where.json"
+            bounded $PY benchmarks/throughput.py --case $case --pairs 2 --device $where --json \
+                >"$W/throughput-$case-$where.json"
             since "C throughput $case $where rc=$?"
         done
     done
