@@ -130,3 +130,17 @@ def test_callback_sees_every_logged_row_and_can_stop_the_run(tmp_path):
     assert run.summary["interrupted"] == "callback" and run.summary["mean_return"] is None
     assert run.summary["steps"] == seen[-1][0] < 20_000
     assert checkpoints(run.path)[-1].name.endswith(f"{seen[-1][0]}.pt")
+
+
+def test_a_run_from_an_uninstalled_source_tree_records_an_unknown_version(tmp_path, monkeypatch):
+    import importlib
+    from importlib.metadata import PackageNotFoundError
+
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.import_module("pgrad.train"), "version", not_installed)
+    run = pgrad.train(
+        "reinforce", "CartPole-v1", steps=200, run_dir=tmp_path / "r", eval_episodes=1
+    )
+    assert "pgrad_version: unknown" in (run.path / "config.yaml").read_text()

@@ -9,7 +9,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,15 @@ from pgrad.logging import MetricsLogger
 from pgrad.loop import Loop, StopSignals
 from pgrad.plot import plot_runs
 from pgrad.watchdog import Watchdog
+
+
+def pgrad_version() -> str:
+    """The installed distribution's version; "unknown" when pgrad runs from a source tree that
+    was never installed (``PYTHONPATH=src``), which must not stop a run."""
+    try:
+        return version("pgrad")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def resolve(
@@ -125,7 +134,7 @@ def train(
     algorithm = launch.algorithm(algo, cfg, envs, cfg.seed)
     if saved is None:
         path = runs.create(run_dir, algo, env, cfg.seed)
-        meta = {"algo": algo, "env": env, "pgrad_version": version("pgrad")}
+        meta = {"algo": algo, "env": env, "pgrad_version": pgrad_version()}
         runs.write_yaml(path / "config.yaml", {**meta, **to_dict(cfg)})
         loop = Loop(cfg, Watchdog(cfg.steps))
     else:
