@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from pgrad.algos.ppo import PPOConfig
+from pgrad.config import ConfigError
 from pgrad.policies import (
     ActorCritic,
     Categorical,
@@ -15,6 +17,7 @@ from pgrad.policies import (
     GaussianPolicy,
     SquashedNormal,
     UnsupportedSpaceError,
+    build_actor_critic,
     make_policy,
 )
 
@@ -175,6 +178,27 @@ def test_actor_critic_value_starts_at_zero_and_shares_the_body_only_when_asked()
         assert torch.allclose(value, model.value(obs))
         assert torch.allclose(dist.probs, model.distribution(obs).probs)
     assert space.n == 2
+
+
+@pytest.mark.parametrize("gain", [1.0, 2.5])
+def test_value_head_gain_gives_an_orthogonal_row_of_that_norm(gain):
+    # A 1 x n orthogonal matrix is a unit row, so the gain is the weights' norm; the bias stays 0.
+    config = PPOConfig(value_head_gain=gain)
+    model = build_actor_critic(config, BOX_OBS, gym.spaces.Discrete(2))
+    w, b = model.value_head.weight.detach(), model.value_head.bias.detach()
+    assert w.shape == (1, 64) and math.isclose(w.norm().item(), gain, rel_tol=1e-5)
+    assert torch.equal(b, torch.zeros(1))
+    obs = torch.randn(5, 3)
+    h = model.critic_body(obs).detach()
+    expected = [sum(float(h[i, j]) * float(w[0, j]) for j in range(64)) for i in range(5)]
+    assert torch.allclose(model.value(obs), torch.tensor(expected), atol=1e-5)
+    default = build_actor_critic(PPOConfig(), BOX_OBS, gym.spaces.Discrete(2))
+    assert torch.equal(default.value(obs), torch.zeros(5))
+
+
+def test_a_negative_value_head_gain_is_refused():
+    with pytest.raises(ConfigError, match="value_head_gain must be >= 0, got -1"):
+        PPOConfig(value_head_gain=-1.0).check()
 
 
 def test_make_policy_picks_the_family_from_the_action_space():

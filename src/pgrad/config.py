@@ -141,11 +141,15 @@ class PolicyConfig(Config):
     log_std_init: float = 0.0
     ortho_init: bool = True
     """Orthogonal init (gain sqrt 2 hidden, 0.01 policy head); False: PyTorch's default."""
+    value_head_gain: float = 0.0
+    """Orthogonal gain of the critic's last layer, V(s) = w^T h(s) + b; 0: w = 0, so V(s) = 0
+    before training. Stable-Baselines3 and CleanRL use 1."""
 
     def check(self) -> None:
         super().check()
         at_least(self, "value_coef", 0)
         at_least(self, "gsde_sample_every", 0)
+        at_least(self, "value_head_gain", 0)
         if self.std == "gsde" and self.squash is not None:
             raise ConfigError("std: gsde is implemented without squashing; set squash: null")
 

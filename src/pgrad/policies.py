@@ -433,7 +433,8 @@ class ActorCritic(nn.Module):
     """A policy pi(a|s) and a state-value estimate V(s).
 
     ``shared=True``: V(s) = w^T h(s) + b on the policy's own body h; otherwise V has an MLP body
-    of its own. The value head starts at zero, so V(s) = 0 before any training.
+    of its own. The value head's weights w start orthogonal with ``value_head_gain`` (a unit
+    row times the gain), b = 0; the default gain 0 gives V(s) = 0 before any training.
     """
 
     def __init__(
@@ -445,6 +446,7 @@ class ActorCritic(nn.Module):
         activation: str = "tanh",
         ortho_init: bool = True,
         encoder: EncoderKind = "auto",
+        value_head_gain: float = 0.0,
     ):
         super().__init__()
         self.actor, self.shared = actor, shared
@@ -457,7 +459,7 @@ class ActorCritic(nn.Module):
                 ortho_init=ortho_init,
             )  # fmt: skip
             features = hidden_sizes[-1] if hidden_sizes else self.critic_encoder.dim
-        self.value_head = _init(nn.Linear(features, 1), 0.0)
+        self.value_head = _init(nn.Linear(features, 1), value_head_gain)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s), shape (batch,)."""
@@ -556,7 +558,9 @@ def build_model(
     shared = config.shared
     if shared is None:
         shared = uses_cnn(observation_space, config.encoder)
-    return ActorCritic(policy, observation_space, shared=shared, **body)
+    return ActorCritic(
+        policy, observation_space, shared=shared, value_head_gain=config.value_head_gain, **body
+    )
 
 
 def build_actor_critic(
