@@ -6,6 +6,11 @@ import pytest
 
 from pgrad.cli import main
 
+HANG_GUARD_S = 1800
+"""Seconds a ``pgrad`` subprocess may run before a test calls it hung. A guard against hangs,
+never a measurement: generous enough that a loaded 2-core machine does not trip it (a 300 s
+guard on an RLHF reward run did, beside three training jobs)."""
+
 
 def run_cli(monkeypatch, capsys, *args):
     """(exit code, stdout, stderr) of ``pgrad ARGS``."""

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_runner import HANG_GUARD_S
+
 POINTS = ("before", "mid-write", "before-fsync", "before-rename", "after-rename")
 
 PRELUDE = r"""
@@ -108,5 +110,5 @@ def run_killed(point: str, nth: int, *args: str, cwd: Path | None = None):
     assert point in POINTS, point
     return subprocess.run(
         [sys.executable, "-c", PRELUDE, point, str(nth), *args],
-        capture_output=True, text=True, timeout=600, cwd=cwd,
+        capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=cwd,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from cli_runner import HANG_GUARD_S
 from torch import nn
 
 from pgrad import launch
@@ -179,7 +180,7 @@ def test_no_orphan_processes(tmp_path, how):
         _wait_for_rows(proc, tmp_path / "r")
         assert len(_marked_processes(marker)) >= 3  # learner + 2 workers
         proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_GUARD_S)
     expected = {"normal end": 0, "ctrl-c": 130, "learner killed": -signal.SIGKILL}[how]
     assert proc.returncode == expected, err
     if how != "learner killed":
@@ -190,7 +191,7 @@ def test_no_orphan_processes(tmp_path, how):
 def test_a_worker_crash_fails_the_run_with_its_error_and_leaves_no_orphans(tmp_path):
     marker = uuid.uuid4().hex
     proc = _a3c(tmp_path / "r", "crash_env:CrashingCartPole-v0", 100_000, marker)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 2, err
     assert "a3c worker" in err and "the env broke (deliberately)" in err
     assert "Traceback" not in err.splitlines()[0]
@@ -201,7 +202,7 @@ def test_a_nan_in_a_worker_stops_the_run_naming_it_and_keeps_the_last_checkpoint
     marker = uuid.uuid4().hex
     run_dir = tmp_path / "r"
     proc = _a3c(run_dir, "crash_env:NanRewardCartPole-v0", 100_000, marker)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 2, err
     assert "non-finite" in err and "a3c worker" in err, err
     _assert_no_orphans(marker)
@@ -217,7 +218,7 @@ def test_an_a3c_run_resumes_from_its_checkpoint(tmp_path):
     resumed = subprocess.run(
         [sys.executable, "-m", "pgrad", "train", "--resume", str(run_dir), "--steps", "8000",
          "--no-progress"],
-        capture_output=True, text=True, env=environ, timeout=120,
+        capture_output=True, text=True, env=environ, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]

@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from cli_runner import run_cli
+from cli_runner import HANG_GUARD_S, run_cli
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_a_custom_env_module_in_the_working_directory_is_found(tmp_path):
 
     def pgrad(*args):
         return subprocess.run([str(script), *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+                              capture_output=True, text=True, timeout=HANG_GUARD_S)  # fmt: skip
 
     train = pgrad("train", "reinforce", "--env", "myenvs:Chain-v0", "--steps", "400",
                   "--run-dir", "run")  # fmt: skip

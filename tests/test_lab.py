@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_runner import HANG_GUARD_S
 
 from pgrad.lab import rps, tabular, variance
 
@@ -90,7 +91,7 @@ def test_policy_gradient_mixes_and_greedy_is_exploited():
 def test_lab_commands_write_results_and_plots(tmp_path):
     def lab(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pgrad", "lab", *args], capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+                              text=True, timeout=HANG_GUARD_S)  # fmt: skip
 
     done = lab("variance", "--env", "CartPole-v1", "--samples", "100", "--reference", "200",
                "--train-steps", "5000", "--out", str(tmp_path / "v"))  # fmt: skip

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from cli_runner import HANG_GUARD_S
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -252,7 +253,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
             [sys.executable, "-m", "pgrad", "rlhf", *args],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_GUARD_S,
         )
 
     for args, needle in [
@@ -313,7 +314,7 @@ def _gpt2_style_model(path):
     return path
 
 
-def _pgrad(*args, timeout=300):
+def _pgrad(*args, timeout=HANG_GUARD_S):
     return subprocess.run(
         [sys.executable, "-m", "pgrad", "rlhf", *args],
         capture_output=True,

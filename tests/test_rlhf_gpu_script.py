@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import HANG_GUARD_S
 
 pytest.importorskip("peft")
 
@@ -18,7 +19,7 @@ def test_the_gpu_script_runs_tiny_on_the_cpu(tmp_path, sft_dir):
     out = tmp_path / "out"
     command = [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--iterations", "30",
                "--sft-model", str(sft_dir / "model"), "--out", str(out)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     rows = {r["lora_r"]: r for r in results["results"]}

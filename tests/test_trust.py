@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import HANG_GUARD_S
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from killpoints import POINTS, run_killed
@@ -119,12 +120,12 @@ def test_a_signal_saves_a_final_checkpoint_and_exits_cleanly(tmp_path, sig):
          "--steps", "100000000", "--run-dir", str(run_dir), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.time() + 300  # a hang guard, not a measurement
+    deadline = time.time() + HANG_GUARD_S  # a hang guard, not a measurement
     while not (run_dir / "metrics.csv").exists() or (run_dir / "metrics.csv").stat().st_size < 300:
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     os.kill(proc.pid, sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
     assert "Traceback" not in err
     assert f"interrupted by {signal.Signals(sig).name}" in out
@@ -170,7 +171,7 @@ def test_config_parser_gives_a_valid_config_or_a_clean_error(algo, data):
 def _pgrad(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pgrad", "train", *args, "--no-progress"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=HANG_GUARD_S,
     )  # fmt: skip
 
 
