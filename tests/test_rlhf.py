@@ -314,12 +314,12 @@ def _gpt2_style_model(path):
     return path
 
 
-def _pgrad(*args, timeout=HANG_GUARD_S):
+def _pgrad(*args):
     return subprocess.run(
         [sys.executable, "-m", "pgrad", "rlhf", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=HANG_GUARD_S,
     )
 
 
