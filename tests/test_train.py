@@ -144,3 +144,24 @@ def test_a_run_from_an_uninstalled_source_tree_records_an_unknown_version(tmp_pa
         "reinforce", "CartPole-v1", steps=200, run_dir=tmp_path / "r", eval_episodes=1
     )
     assert "pgrad_version: unknown" in (run.path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_sets_torch_and_blas_threads_for_the_run(tmp_path, threads):
+    from threadpoolctl import threadpool_info
+
+    from pgrad.fast import set_threads
+
+    seen = []
+
+    def record(step, row, model):
+        blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        seen.append((torch.get_num_threads(), blas))
+
+    try:
+        set_threads(3)  # neither value the run asks for
+        pgrad.train("a2c", "CartPole-v1", steps=200, seed=0, run_dir=tmp_path / "r",
+                    threads=threads, log_every=100, eval_episodes=1, callback=record)  # fmt: skip
+    finally:
+        set_threads(1)  # process-wide: leave the other tests on one thread
+    assert seen and all(s == (threads, {threads}) for s in seen), seen
