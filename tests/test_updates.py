@@ -4,7 +4,8 @@ The losses are checked by hand elsewhere (``test_losses``); here the question is
 update wires its options in: advantage normalisation (PPO per minibatch), minibatch cuts that do
 not divide the batch, epochs, early stopping on ``target_kl``, value clipping, gradient clipping,
 the optimizer and its epsilon, learning-rate annealing, masked steps, REINFORCE's baseline and
-extra critic steps. Each reference below is written the way a textbook (or CleanRL) writes the
+extra critic steps, SAC's temperature, Polyak averaging and update schedule, and the networks'
+initialisation. Each reference below is written the way a textbook (or CleanRL) writes the
 algorithm: explicit loops over time for the returns, its own per-parameter torch optimizer, no
 pgrad code beyond the model's distributions (tested against ``torch.distributions`` in
 ``test_policies``). Every case compares the parameters after the update.
