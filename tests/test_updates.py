@@ -289,7 +289,8 @@ def test_a2c_update_equals_a_from_scratch_a2c(option, space, fast):
 
 def episodes_batch(model, generator: torch.Generator) -> Batch:
     """Whole episodes as ``collect_episodes`` returns them: env 0 terminates at its last step,
-    env 1 is truncated after 4 steps (then padding, masked out)."""
+    env 1 is truncated after 4 steps and env 2 terminates after 3 (each then padding, masked
+    out)."""
     batch = fake_batch(model, generator)
     batch.terminated.zero_(), batch.truncated.zero_()
     batch.terminated[T - 1, 0] = batch.truncated[3, 1] = batch.terminated[2, 2] = True
