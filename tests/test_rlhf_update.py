@@ -10,11 +10,11 @@ write the rest (returns, GAE, normalisation, losses, shuffling, clipping, Adam) 
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
 from test_rlhf_math import T, responses, trainer
+from test_updates import reference_step, standardized
 
 from pgrad.rlhf.sequences import forward
 
@@ -41,10 +41,7 @@ def reference_ppo(policy, value_head, batch, rewards, config, seed: int) -> None
     c = config
     raw = reference_gae(rewards, batch.values, c.gae_lambda)
     targets = raw + batch.values
-    psi = raw
-    if c.normalize_advantage:  # over the whole batch's tokens, population std
-        mean = raw.mean()
-        psi = (raw - mean) / (math.sqrt(((raw - mean) ** 2).mean()) + 1e-8)
+    psi = standardized(raw) if c.normalize_advantage else raw  # over the whole batch's tokens
     params = [*policy.parameters(), *value_head.parameters()]
     optimizer = torch.optim.Adam(params, lr=c.learning_rate, eps=1e-5, foreach=False)
     B = len(ROWS)
@@ -64,13 +61,7 @@ def reference_ppo(policy, value_head, batch, rewards, config, seed: int) -> None
                 clipped = old + (values - old).clamp(-c.clip_range_value, c.clip_range_value)
                 error = torch.max(error, (clipped - target) ** 2)
             loss = policy_loss + c.value_coef * error.mean()
-            optimizer.zero_grad()
-            loss.backward()
-            if c.max_grad_norm is not None:
-                norm = math.sqrt(sum(float((p.grad**2).sum()) for p in params))
-                for p in params:
-                    p.grad.mul_(min(1.0, c.max_grad_norm / (norm + 1e-6)))
-            optimizer.step()
+            reference_step(params, optimizer, loss, c.max_grad_norm)
 
 
 PPO_OPTIONS = {

@@ -93,6 +93,15 @@ def reference_gae(batch: Batch, gamma: float, lam: float) -> torch.Tensor:
     return advantages
 
 
+def unmasked(batch: Batch, *per_step: torch.Tensor) -> list[torch.Tensor]:
+    """The observations, the actions and each (T, N) tensor of ``per_step`` at the steps
+    ``batch.mask`` keeps, in (t, i) order."""
+    keep = batch.mask.reshape(-1)
+    obs, actions = batch.obs.reshape(T * N, -1)[keep], batch.actions.reshape(T * N, -1)[keep]
+    actions = actions.squeeze(-1) if batch.actions.dim() == 2 else actions
+    return [obs, actions, *(x.reshape(-1)[keep] for x in per_step)]
+
+
 def standardized(x: torch.Tensor) -> torch.Tensor:
     mean = x.mean()
     std = math.sqrt(((x - mean) ** 2).mean())  # population standard deviation
@@ -123,11 +132,8 @@ def reference_ppo(model, batch: Batch, cfg: PPOConfig, steps_done: int, seed: in
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=cfg.adam_eps, foreach=False)
     advantages = reference_gae(batch, cfg.gamma, cfg.gae_lambda)
     returns = advantages + batch.values
-    keep = batch.mask.reshape(-1)
-    obs, actions = batch.obs.reshape(T * N, -1)[keep], batch.actions.reshape(T * N, -1)[keep]
-    actions = actions.squeeze(-1) if batch.actions.dim() == 2 else actions
-    old_log_probs, old_values, advantages, returns = (
-        x.reshape(-1)[keep] for x in (batch.log_probs, batch.values, advantages, returns)
+    obs, actions, old_log_probs, old_values, advantages, returns = unmasked(
+        batch, batch.log_probs, batch.values, advantages, returns
     )
     n, taken = len(obs), 0
     torch.manual_seed(seed)
@@ -237,10 +243,7 @@ def reference_a2c(model, batch: Batch, cfg: A2CConfig) -> None:
                 future = batch.rewards[t, i] + cfg.gamma * future
                 returns[t, i] = future
         advantages = returns - batch.values
-    keep = batch.mask.reshape(-1)
-    obs, actions = batch.obs.reshape(T * N, -1)[keep], batch.actions.reshape(T * N, -1)[keep]
-    actions = actions.squeeze(-1) if batch.actions.dim() == 2 else actions
-    advantages, returns = advantages.reshape(-1)[keep], returns.reshape(-1)[keep]
+    obs, actions, advantages, returns = unmasked(batch, advantages, returns)
     if cfg.normalize_advantage:
         advantages = standardized(advantages)
     if cfg.optimizer == "rmsprop":
@@ -311,10 +314,7 @@ def reference_reinforce(model, batch: Batch, cfg: ReinforceConfig) -> None:
         for t in reversed(range(last + 1)):
             future = batch.rewards[t, i] + cfg.gamma * future
             returns[t, i] = future
-    keep = batch.mask.reshape(-1)
-    obs, actions = batch.obs.reshape(T * N, -1)[keep], batch.actions.reshape(T * N, -1)[keep]
-    actions = actions.squeeze(-1) if batch.actions.dim() == 2 else actions
-    returns, old_values = returns.reshape(-1)[keep], batch.values.reshape(-1)[keep]
+    obs, actions, returns, old_values = unmasked(batch, returns, batch.values)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, foreach=False)
     dist, values = model(obs)
     psi = returns - old_values if cfg.baseline else returns
