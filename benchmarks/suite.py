@@ -21,6 +21,13 @@ return of ``eval_episodes`` deterministic episodes, ``summary.json``); a row's i
 - Results go to ``OUT/results.json`` after every finished run, so a call that is cut off keeps
   what finished; finished runs are never run again. The table goes to ``OUT/suite.md`` and
   stdout.
+- ``--eval-episodes N``: each finished run is also evaluated on N deterministic episodes by
+  ``pgrad eval RUN --episodes N --seed 1000000`` (the same seed for every run, so every run of an
+  env starts its episodes from the same states), once, kept in ``results.json``; the table's
+  figure is then that evaluation. Training's own final evaluation is 10 episodes (each run's
+  ``eval_episodes``): where returns vary from episode to episode that leaves much noise in a
+  seed's figure (A2C on Pendulum: std 74-114 per episode, so ~30 on a 10-episode mean). A call
+  on an ``--out`` whose runs are done evaluates them without training anything.
 - Runs start cheapest first (budget x a rough cost per step: SAC's gradient step per env step
   and a CNN on pixels cost far more than PPO's MLP), so a time-limited call fills as many rows
   as it can.
@@ -45,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +116,10 @@ RL_ZOO: dict[tuple[str, str], tuple[float, str]] = {
 }
 """rl-zoo's published figures; it has none for the rows missing here (REINFORCE, and PPO/SAC on
 several MuJoCo envs)."""
+
+
+EVAL_SEED = 1_000_000
+"""The seed of ``--eval-episodes``' evaluations, the same for every run."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +275,50 @@ def execute(
     return results
 
 
+def evaluation_command(run_dir: Path, episodes: int) -> list[str]:
+    return [sys.executable, "-m", "pgrad", "eval", str(run_dir), "--episodes", str(episodes),
+            "--seed", str(EVAL_SEED), "--json"]  # fmt: skip
+
+
+def evaluate_runs(runs: list[Run], out: Path, episodes: int, jobs: int) -> dict[str, Any]:
+    """Evaluate every done run of ``runs`` on ``episodes`` deterministic episodes, once each:
+    kept as ``record["evaluations"][str(episodes)]`` in ``OUT/results.json``."""
+    results_path = out / "results.json"
+    results = load(results_path)
+    todo = [
+        results["runs"][r.key] for r in runs
+        if results["runs"].get(r.key, {}).get("status") == "done"
+        and str(episodes) not in results["runs"][r.key].get("evaluations", {})
+    ]  # fmt: skip
+    print(f"{len(todo)} runs to evaluate on {episodes} episodes", flush=True)
+
+    def evaluate(record: dict[str, Any]) -> subprocess.CompletedProcess:
+        command = evaluation_command(Path(record["run_dir"]), episodes)
+        return subprocess.run(command, capture_output=True, text=True, env=single_threaded())
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for record, process in zip(todo, pool.map(evaluate, todo), strict=True):
+            name = f"{record['algo']}/{record['env']}/seed{record['seed']}"
+            if process.returncode != 0:
+                print(f"{name}: evaluation failed: {process.stderr.strip()[-300:]}", flush=True)
+                continue
+            result = json.loads(process.stdout.strip().splitlines()[-1])
+            kept = {k: result[k] for k in ("mean_return", "std_return", "episodes", "steps")}
+            record.setdefault("evaluations", {})[str(episodes)] = {**kept, "seed": EVAL_SEED}
+            save(results_path, results)
+            print(f"{name}: {kept['mean_return']:.1f} on {episodes} episodes", flush=True)
+    return results
+
+
+def figure(record: dict[str, Any], eval_episodes: int | None) -> float | None:
+    """A done run's figure: its ``eval_episodes``-episode evaluation where asked for (None if it
+    has none), else training's final evaluation."""
+    if eval_episodes is None:
+        return record["mean_return"]
+    evaluation = record.get("evaluations", {}).get(str(eval_episodes))
+    return None if evaluation is None else evaluation["mean_return"]
+
+
 def threshold(algo: str, env: str) -> tuple[float | None, str]:
     """Gymnasium's ``reward_threshold``, else rl-zoo's figure; and how the table shows it."""
     import gymnasium as gym
@@ -301,10 +357,17 @@ def table(
     max_steps: int | None,
     cap: bool,
     skipped: dict[tuple[str, str], str],
+    eval_episodes: int | None = None,
 ) -> str:
     """The Markdown table: one line per row, "not run" where no seed finished."""
+    evaluation = (
+        "final evaluation"
+        if eval_episodes is None
+        else f"evaluation of the final policy on {eval_episodes} episodes "
+        f"(`pgrad eval RUN --episodes {eval_episodes} --seed {EVAL_SEED}`)"
+    )
     lines = [
-        f"Seeds {', '.join(map(str, seeds))}; final evaluation, mean ± std over seeds "
+        f"Seeds {', '.join(map(str, seeds))}; {evaluation}, mean ± std over seeds "
         "(population std), per-seed values in brackets.",
         "",
         "| env | algo | budget | pgrad | rl-zoo (benchmark.md) | solved at | status |",
@@ -318,7 +381,12 @@ def table(
         ]  # fmt: skip
         done = [r for r in tried if r["status"] == "done"]
         unfinished = {r["status"] for r in tried} - {"done"}
-        figures = [r["mean_return"] for r in sorted(done, key=lambda r: r["seed"])]
+        if any(figure(r, eval_episodes) is None for r in done):
+            unfinished.add("unevaluated")
+        figures = [
+            f for r in sorted(done, key=lambda r: r["seed"])
+            if (f := figure(r, eval_episodes)) is not None
+        ]  # fmt: skip
         pgrad = ""
         if figures:
             per_seed = ", ".join(f"{f:.1f}" for f in figures)
@@ -352,13 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cap", action="store_true", help="with --max-steps: run those rows at that many steps"
     )
+    parser.add_argument(
+        "--eval-episodes", type=int, help="evaluate each finished run on N episodes (its figure)"
+    )
     parser.add_argument("--time-limit", type=float, help="seconds; then start nothing new")
     parser.add_argument("--grace", type=float, default=60.0, help="seconds to let SIGINT finish")
     parser.add_argument("--list", action="store_true", help="print the runs in launch order")
     parser.add_argument("--table-only", action="store_true", help="the table of OUT's results")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or (args.max_steps is not None and args.max_steps < 1):
-        parser.error("--jobs and --max-steps must be >= 1")
+    if any(n is not None and n < 1 for n in (args.jobs, args.max_steps, args.eval_episodes)):
+        parser.error("--jobs, --max-steps and --eval-episodes must be >= 1")
     if args.cap and args.max_steps is None:
         parser.error("--cap needs --max-steps")
 
@@ -384,7 +455,11 @@ def main(argv: list[str] | None = None) -> int:
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         save(args.out / "results.json", results)
-    markdown = table(rows, results, args.seeds, args.max_steps, args.cap, skipped)
+        if args.eval_episodes is not None:
+            results = evaluate_runs(runs, args.out, args.eval_episodes, args.jobs)
+    markdown = table(
+        rows, results, args.seeds, args.max_steps, args.cap, skipped, args.eval_episodes
+    )
     (args.out / "suite.md").write_text(markdown)
     print(markdown)
     return 0

@@ -1,10 +1,15 @@
 """``benchmarks/suite.py`` runs a row of the shipped defaults (capped to a few hundred steps),
-writes its results and table, and a second call finds the run done and starts nothing."""
+writes its results and table, and a second call finds the run done and starts nothing; with
+``--eval-episodes`` the done run is evaluated once more and that evaluation is its figure."""
 
 import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import pytest
+
+import pgrad
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
 
@@ -28,9 +33,7 @@ def test_suite_runs_a_capped_row_and_resumes(tmp_path, capsys):
     assert (run["algo"], run["env"], run["seed"]) == ("reinforce", "CartPole-v1", 100)
     assert (run["steps"], run["budget"]) == (300, 300_000)
     assert 8 <= run["mean_return"] <= 500  # CartPole's returns, whatever 300 steps learned
-    table = (tmp_path / "suite.md").read_text()
-    (line,) = [row for row in table.splitlines() if row.startswith("| CartPole-v1 |")]
-    cells = [c.strip() for c in line.strip("|").split("|")]
+    cells = row_cells((tmp_path / "suite.md").read_text())
     assert cells[:3] == ["CartPole-v1", "reinforce", "300 (capped; budget 300,000)"]
     assert cells[3].startswith(f"{run['mean_return']:.1f} ± 0.0")
     assert cells[5] == "475 (Gymnasium)"
@@ -40,6 +43,35 @@ def test_suite_runs_a_capped_row_and_resumes(tmp_path, capsys):
     assert suite.main(args) == 0  # resumed: the run is done, nothing starts
     assert "1 of 1 runs already done; 0 to run" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]
+
+    # --eval-episodes evaluates the done run (training nothing) and makes that its figure.
+    assert suite.main([*args, "--eval-episodes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "0 to run" in out and "1 runs to evaluate on 3 episodes" in out
+    record = json.loads((tmp_path / "results.json").read_text())["runs"][run_key(run)]
+    evaluation = record["evaluations"]["3"]
+    agent_returns = pgrad.load(run["run_dir"]).evaluate(3, seed=suite.EVAL_SEED)
+    assert (evaluation["episodes"], evaluation["seed"]) == (3, 1_000_000)
+    assert evaluation["mean_return"] == pytest.approx(float(agent_returns.mean()))
+    assert record["mean_return"] == run["mean_return"]  # training's own evaluation is kept
+    table = (tmp_path / "suite.md").read_text()
+    assert "evaluation of the final policy on 3 episodes" in table
+    assert row_cells(table)[3].startswith(f"{evaluation['mean_return']:.1f} ± 0.0")
+
+    assert suite.main([*args, "--eval-episodes", "3"]) == 0  # evaluated once only
+    assert "0 runs to evaluate on 3 episodes" in capsys.readouterr().out
+    assert suite.main([*args, "--eval-episodes", "5", "--table-only"]) == 0  # evaluates nothing
+    cells = row_cells((tmp_path / "suite.md").read_text())
+    assert cells[3] == "" and "unevaluated runs" in cells[6]
+
+
+def run_key(run: dict) -> str:
+    return f"{run['algo']}/{run['env']}/seed{run['seed']}/steps{run['steps']}"
+
+
+def row_cells(table: str) -> list[str]:
+    (line,) = [row for row in table.splitlines() if row.startswith("| CartPole-v1 |")]
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_suite_rows_cover_the_standard_envs():
