@@ -18,6 +18,11 @@ RUNS = {
     "gsde": ("a2c", "Pendulum-v1", {"std": "gsde"}),
     "discrete-obs": ("reinforce", "FrozenLake-v1", {}),
     "sac": ("sac", "Pendulum-v1", {"hidden_sizes": [32, 32], "learning_starts": 1000}),
+    "sac-gsde": (
+        "sac",
+        "Pendulum-v1",
+        {"hidden_sizes": [32, 32], "learning_starts": 1000, "std": "gsde", "log_std_init": -2.0},
+    ),
 }
 
 

@@ -150,8 +150,6 @@ class PolicyConfig(Config):
         at_least(self, "value_coef", 0)
         at_least(self, "gsde_sample_every", 0)
         at_least(self, "value_head_gain", 0)
-        if self.std == "gsde" and self.squash is not None:
-            raise ConfigError("std: gsde is implemented without squashing; set squash: null")
 
 
 @dataclass

@@ -41,8 +41,8 @@ class SACModel(nn.Module):
             raise PgradError(f"sac needs continuous (Box) actions; this env has {action_space}")
         self.actor = make_policy(
             observation_space, action_space, config.hidden_sizes, config.activation,
-            std="state", squash="tanh", log_std_init=config.log_std_init,
-            ortho_init=config.ortho_init,
+            std=config.std, squash="tanh", log_std_init=config.log_std_init,
+            ortho_init=config.ortho_init, gsde_sample_every=config.gsde_sample_every,
         )  # fmt: skip
         action_dim = int(np.prod(action_space.shape))
         self.critics = TwinQ(observation_space, action_dim, config)

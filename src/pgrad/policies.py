@@ -338,7 +338,8 @@ class GaussianPolicy(Policy):
     For one draw of theta the action at s is deterministic, mu(s) + theta^T z(s); over draws of
     theta it is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2 sigma_ij^2 (+1e-6), and that marginal is
     the density ``log_prob`` uses (as Stable-Baselines3 does). z is detached there, so the
-    variance trains sigma only.
+    variance trains sigma only. With ``squash="tanh"`` (SAC), u = mu(s) + theta^T z(s) is
+    squashed as below, and the density is ``SquashedNormal``'s with that marginal N(mu, v).
     ``squash="tanh"`` maps actions into the ``Box`` bounds ``[low, high]`` (scale = (high-low)/2,
     loc = (high+low)/2). Unsquashed actions may fall outside the bounds: they are clipped by the
     env wrapper when sent to the env, never here, so ``log_prob`` stays the Gaussian's.
@@ -359,8 +360,6 @@ class GaussianPolicy(Policy):
             raise ValueError(f"unknown std {std!r}; expected 'parameter', 'state' or 'gsde'")
         if squash not in (None, "tanh"):
             raise ValueError(f"unknown squash {squash!r}; expected None or 'tanh'")
-        if std == "gsde" and squash is not None:
-            raise ValueError("std 'gsde' is implemented without squashing; set squash to None")
         self.shape = action_space.shape
         dim = int(np.prod(self.shape))
         self.std_mode, self.squash = std, squash
@@ -404,6 +403,8 @@ class GaussianPolicy(Policy):
                 self.reset_noise(len(obs))
             self.noise_age += 1
             action = self.mean(features) + torch.einsum("bi,bij->bj", features, self.noise)
+            if self.squash == "tanh":
+                action = self.loc + self.scale * torch.tanh(action)
         else:
             action = super().act(obs, deterministic)
         return action.reshape(action.shape[0], *self.shape)

@@ -25,6 +25,16 @@ so H_target = -dim(A) means the same on every env, and the three losses, the tar
 do not depend on the bounds. (With log pi(a|s), bounds of +-2 on Pendulum would steer the entropy
 in [-1, 1] units to -1 - log 2 = -1.69, and add alpha * sum_i log scale_i to every target.)
 
+Exploration by gSDE (``std: gsde``; Raffin et al., 2021, ``policies.GaussianPolicy``): when
+acting, u = mu(s) + theta^T z(s) with z(s) the actor body's features and theta ~ N(0, sigma^2)
+drawn per env at the start of each round of ``train_freq`` env steps and held through it
+(Stable-Baselines3's ``use_sde`` with ``sde_sample_freq=-1``), so the noise is correlated in time;
+for every theta the policy's distribution over draws is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2
+sigma_ij^2, and that marginal, squashed, is the pi(a|s) of the three losses above. The actor loss
+reparameterises it with independent noise per sample (u = mu + sqrt(v) eps): the same
+expectation per state as Stable-Baselines3's one theta shared by the minibatch. z is detached in
+v (SB3's SAC lets v train the features too), so v trains sigma only.
+
 Order and defaults follow Stable-Baselines3 (alpha, then critics, then actor, then targets; alpha
 1.0 at the start; 256x256 ReLU networks; Adam 3e-4; batch 256; tau 0.005). Actions are stored and
 fed to the critics in the same [-1, 1] units.
@@ -60,7 +70,10 @@ class SACConfig(PolicyConfig):
     learning_rate: float = 3e-4
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: Literal["tanh", "relu", "elu", "gelu"] = "relu"
-    std: Literal["parameter", "state"] = "state"
+    std: Literal["state", "gsde"] = "state"
+    """``state``: sigma(s) from a head on the actor's body, fresh noise every step; ``gsde``:
+    exploration by gSDE (module docstring), its noise held for each round of ``train_freq``
+    steps (or ``gsde_sample_every`` steps, if fewer)."""
     squash: Literal["tanh"] | None = "tanh"
     ortho_init: bool = False
     normalize_advantage: bool = False
@@ -91,8 +104,10 @@ class SACConfig(PolicyConfig):
         if self.alpha is not None and not self.alpha > 0:
             raise ConfigError(f"alpha must be > 0 or null (automatic), got {self.alpha}")
         positive(self, "alpha_init")
-        if self.squash != "tanh" or self.std != "state":
-            raise ConfigError("sac's policy is a tanh-squashed Gaussian: squash tanh, std state")
+        if self.squash != "tanh" or self.std not in ("state", "gsde"):
+            raise ConfigError(
+                "sac's policy is a tanh-squashed Gaussian: squash tanh, std state or gsde"
+            )
         if self.normalize_obs or self.normalize_reward:
             raise ConfigError("sac does not support normalize_obs/normalize_reward; set them false")
 

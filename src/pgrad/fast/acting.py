@@ -161,8 +161,9 @@ class NumpyPolicy:
     def _gsde(
         self, features: np.ndarray, mean: np.ndarray, deterministic: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """a = mean + theta^T z(s) with this env's theta (a = mean if ``deterministic``), and
-        log N(a; mean, v(s)) (``policies.GaussianPolicy``, std="gsde")."""
+        """u = mean + theta^T z(s) with this env's theta (u = mean if ``deterministic``), and
+        log N(u; mean, v(s)) (``policies.GaussianPolicy``, std="gsde"); squashed, a = loc +
+        scale tanh(u) and log pi(a) = log N(u) - log |da/du|, as in ``_gaussian``."""
         noise = None
         if not deterministic:
             n, every = len(features), self.gsde_sample_every
@@ -172,7 +173,11 @@ class NumpyPolicy:
             self.noise_age += 1
             noise = self.noise
         eps, log_prob = ops.gsde_log_density(features, noise, self.gsde_log_std)
-        return mean + eps, log_prob
+        u = mean + eps
+        if self.actor.squash != "tanh":
+            return u, log_prob
+        log_det = ops.tanh_log_det(u, self.scale).sum(-1)
+        return self.loc + self.scale * np.tanh(u), log_prob - log_det
 
     def _discrete(self, logits: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
         if self.nvec is None:
