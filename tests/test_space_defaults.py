@@ -3,11 +3,14 @@ rules by hand, and where ``train.resolve`` puts the layer."""
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 
 import pgrad
+from pgrad.policies import build_model
 from pgrad.space_defaults import for_spaces
 from pgrad.train import resolve
 
@@ -49,3 +52,40 @@ def test_an_unseen_env_trains_with_the_layer_recorded_in_its_config(tmp_path):
                       eval_episodes=1)  # fmt: skip
     text = (run.path / "config.yaml").read_text()
     assert "normalize_obs: true" in text and "normalize_reward: true" in text
+
+
+class WideBounds(gym.Env):
+    """Actions in [-10, 10]^2: half-width 10, outside the band the generic defaults leave alone."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Box(-10.0, 10.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, False, True, {}
+
+
+gym.register("WideBounds-v0", entry_point=WideBounds)
+
+
+def test_a_tanh_squash_keeps_the_unit_std_on_wide_bounds():
+    """The squash maps [-1, 1] onto the bounds already, so the layer's log_std_init = log 10
+    would start nearly every action at a bound. Without it, u ~ N(~0, 1) at the start and
+    P(|tanh u| > 0.99) = P(|u| > atanh 0.99) = erfc(atanh(0.99) / sqrt 2) = 0.0081."""
+    assert resolve("ppo", "WideBounds-v0").log_std_init == pytest.approx(math.log(10), abs=1e-4)
+    squashed = resolve("ppo", "WideBounds-v0", sets=["squash=tanh"])
+    assert squashed.log_std_init == 0.0
+    assert squashed.normalize_obs and squashed.normalize_reward  # the rest of the layer stays
+    chosen = resolve("ppo", "WideBounds-v0", sets=["squash=tanh", "log_std_init=-1"])
+    assert chosen.log_std_init == -1.0  # the user's own value is kept
+
+    torch.manual_seed(0)
+    model = build_model(squashed, WideBounds.observation_space, WideBounds.action_space, True)
+    with torch.no_grad():
+        actions = model.actor.distribution(torch.zeros(20_000, 3)).sample()
+    near_bound = (actions.abs() > 0.99 * 10).float().mean().item()
+    expected = math.erfc(math.atanh(0.99) / math.sqrt(2))
+    assert expected == pytest.approx(0.0081, abs=1e-4)
+    assert near_bound == pytest.approx(expected, abs=0.003)

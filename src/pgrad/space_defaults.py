@@ -13,8 +13,9 @@ the algorithm's defaults and the user's config (which overrides it, key by key):
 - **Action bounds** (Gaussian policies of the on-policy algorithms): the policy's mean starts
   near 0 with std ``exp(log_std_init)``, sized for [-1, 1]. Where the bounds' half-widths have a
   geometric mean s outside [0.5, 2], ``log_std_init = log s``, so the first policy explores the
-  action range as it would explore [-1, 1]. SAC squashes into the bounds itself (tanh, scaled),
-  so it needs nothing.
+  action range as it would explore [-1, 1]. A policy that squashes into the bounds (tanh,
+  scaled: SAC's always, the others' with ``squash: tanh``) needs nothing, and ``train.resolve``
+  drops this key for it.
 
 A3C is left out (its workers keep no shared normalisation statistics), as is SAC's reward
 scale (its entropy target is set against rewards of order 1; ``benchmarks/generic_defaults.py``

@@ -60,11 +60,17 @@ def resolve(
     read from one instance of the env."""
     spec = algos.get(algo)
     env_spec = check_env_id(env)
-    shipped = shipped_defaults(algo, env) or _from_spaces(algo, env_spec)
-    layers = [spec.preset, shipped, *user_layers(config, sets)]
-    layers.append(overrides)
-    layers.append({k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None})
-    return build(spec.config_cls, layers, algo)
+    shipped = shipped_defaults(algo, env)
+    spaced = {} if shipped else _from_spaces(algo, env_spec)
+    users = [*user_layers(config, sets), overrides]
+    users.append({k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None})
+    resolved = build(spec.config_cls, [spec.preset, shipped or spaced, *users], algo)
+    if getattr(resolved, "squash", None) == "tanh" and "log_std_init" in spaced:
+        # A tanh squash maps [-1, 1] onto the bounds already: a std sized to them as well would
+        # start with nearly every action at a bound (space_defaults, "Action bounds").
+        spaced = {k: v for k, v in spaced.items() if k != "log_std_init"}
+        resolved = build(spec.config_cls, [spec.preset, spaced, *users], algo)
+    return resolved
 
 
 def _from_spaces(algo: str, env: gym.envs.registration.EnvSpec) -> dict[str, Any]:
