@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 from gymnasium.vector import AutoresetMode
 
 import pgrad
@@ -218,6 +219,25 @@ def test_a_resumed_sac_run_logs_what_an_uninterrupted_one_logs(tmp_path):
     for a, b in zip(ref_rows, got_rows, strict=True):
         for k in a:
             assert a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]), (k, a, b)
+
+
+@pytest.mark.parametrize(
+    "setting", ["entropy_coef=0.2", "value_coef=1.0", "normalize_advantage=true", "shared=true",
+                "value_head_gain=1.0", "encoder=mlp"],
+)  # fmt: skip
+def test_keys_sac_has_no_use_for_are_refused_in_one_line_with_nothing_written(
+    monkeypatch, capsys, tmp_path, setting
+):
+    """SAC inherits these keys from the shared config and uses none of them: a user who sets
+    one (entropy_coef for a fixed temperature, say) gets told, instead of a run that ignores it."""
+    run_dir = tmp_path / "r"
+    code, _, err = run_cli(monkeypatch, capsys, "train", "sac", "--env", "Pendulum-v1",
+                           "--set", setting, "--run-dir", str(run_dir))  # fmt: skip
+    key = setting.split("=")[0]
+    assert code == 2 and f"sac does not use {key}" in err
+    assert len(err.strip().splitlines()) == 1 and not run_dir.exists()
+    if key == "entropy_coef":
+        assert "alpha" in err
 
 
 def test_sac_refuses_discrete_actions():

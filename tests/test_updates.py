@@ -475,3 +475,17 @@ def test_sac_collects_train_freq_steps_and_updates_gradient_steps_times_once_lea
             expected_updates,
         )
     assert updates == [4] * 4
+
+
+def test_sac_acts_at_random_until_learning_starts_counted_in_env_steps():
+    """learning_starts=7 with 2 envs: the vector steps taken at 0, 2, 4 and 6 steps done are
+    random, the one at 8 is the policy's, also when the switch falls inside a round of
+    train_freq=3 vector steps (as Stable-Baselines3 counts)."""
+    config = SACConfig(n_envs=2, train_freq=3, learning_starts=7, hidden_sizes=(8,), batch_size=4)
+    sac = SAC(config, make_vec_env("Pendulum-v1", 2), seed=0)
+    acted = []  # steps done when the policy chose the actions
+    act = sac.stepper.act
+    sac.stepper.act = lambda obs, deterministic: acted.append(sac.steps) or act(obs, deterministic)
+    sac.iterate()
+    sac.iterate()
+    assert sac.steps == 12 and acted == [8, 10]

@@ -42,7 +42,7 @@ fed to the critics in the same [-1, 1] units.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import gymnasium as gym
@@ -62,6 +62,17 @@ from pgrad.policies import SquashedNormal
 from pgrad.replay import ReplayBuffer
 from pgrad.returns import soft_target
 from pgrad.rollout import Stepper, episode_stats
+
+UNUSED = {
+    "entropy_coef": "its entropy weight is alpha (a number, or null: tuned to target_entropy)",
+    "value_coef": "its critics have an optimizer of their own",
+    "normalize_advantage": "it has no advantages",
+    "shared": "its actor and critics are separate networks",
+    "value_head_gain": "it has no V(s) head",
+    "encoder": "its actor takes the default encoder and its critics the flat observation",
+}
+"""Keys SACConfig inherits and SAC has no use for: a value other than the default is an error,
+not silently ignored."""
 
 
 @dataclass
@@ -110,6 +121,10 @@ class SACConfig(PolicyConfig):
             )
         if self.normalize_obs or self.normalize_reward:
             raise ConfigError("sac does not support normalize_obs/normalize_reward; set them false")
+        defaults = {f.name: f.default for f in fields(self)}
+        for key, why in UNUSED.items():
+            if getattr(self, key) != defaults[key]:
+                raise ConfigError(f"sac does not use {key} (got {getattr(self, key)!r}): {why}")
 
 
 def build_model(config: SACConfig, observation_space: gym.Space, action_space: gym.Space):
@@ -231,8 +246,11 @@ class SAC:
         """``train_freq`` vector-env steps, then ``gradient_steps`` updates once learning starts."""
         cfg = self.config
         self.stepper.use(self.model.actor)
-        steps = sum(self._env_step() for _ in range(cfg.train_freq))
-        self.steps += steps
+        steps = 0
+        for _ in range(cfg.train_freq):  # counted step by step: learning_starts may fall within
+            stored = self._env_step()
+            self.steps += stored
+            steps += stored
         row = {
             "steps": steps,
             **episode_stats(*self.stepper.finished()),
