@@ -82,6 +82,15 @@ def test_nan_retries_go_back_to_the_checkpoint_with_a_smaller_learning_rate(
     steps = [r["step"] for r in rows]
     assert steps == sorted(set(steps))  # rows after the checkpoint were dropped, not repeated
 
+    # Resumed, the run keeps the lowered rate (PPO sets it from the config every update) ...
+    resumed = pgrad.train(resume=run.path, steps=4000)
+    rows = [r for r in resumed.metrics() if r["step"] > 3000]
+    assert rows and all(r["learning_rate"] == pytest.approx(after) for r in rows)
+    # ... and the retries it has used: the next NaN stops it.
+    calls["n"] = 60
+    with pytest.raises(NonFiniteError, match="the run stopped"):
+        pgrad.train(resume=run.path, steps=6000)
+
 
 def test_a_flipped_policy_gradient_sign_triggers_the_falling_returns_warning(tmp_path, monkeypatch):
     import pgrad.algos.reinforce as reinforce

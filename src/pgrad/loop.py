@@ -44,6 +44,11 @@ class Loop:
         self.watchdog = watchdog
         self.warnings: list[str] = []
         self.train_time = 0.0
+        self.retries = 0
+        """``nan_retries`` used so far."""
+        self.learning_rate: float | None = None
+        """The learning rate the retries lowered it to (None: the config's): a resumed run
+        keeps it."""
 
     def advance(self, steps: int, metrics: dict[str, float]) -> None:
         """One update done: ``steps`` more of the budget, and its metrics row."""

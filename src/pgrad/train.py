@@ -145,6 +145,8 @@ def train(
         loop = Loop(cfg, Watchdog(cfg.steps))
     else:
         envs, loop = _restore(saved, algorithm, envs, cfg)
+        if getattr(loop, "learning_rate", None) is not None:  # lowered by nan_retries
+            _set_learning_rate(algorithm, cfg, loop.learning_rate)
 
     def checkpoint(step: int) -> None:
         state = {
@@ -174,7 +176,7 @@ def train(
     logger = MetricsLogger(path, cfg.steps, progress, keep_rows_to=loop.step if saved else None)
     start = time.perf_counter() - loop.train_time
     stop = StopSignals()
-    retries = 0
+    retries = getattr(loop, "retries", 0)  # a resumed run has the rest of its retries
     stopped: str | None = None
     try:
         while loop.step < cfg.steps and stop.signal is None and stopped is None:
@@ -185,9 +187,8 @@ def train(
                 if last and retries < cfg.nan_retries:
                     retries += 1
                     envs, loop = _restore(runs.load_checkpoint(last[-1]), algorithm, envs, cfg)
-                    cfg.learning_rate *= cfg.nan_lr_factor
-                    for group in algorithm.optimizer.param_groups:
-                        group["lr"] = cfg.learning_rate
+                    _set_learning_rate(algorithm, cfg, cfg.learning_rate * cfg.nan_lr_factor)
+                    loop.retries, loop.learning_rate = retries, cfg.learning_rate
                     logger.truncate(loop.step)
                     message = (
                         f"{e} in update {loop.iteration + 1}: back to the checkpoint at step "
@@ -245,6 +246,13 @@ def train(
     run = runs.Run(path)
     plot_runs([run], path / "learning_curve.png")
     return run
+
+
+def _set_learning_rate(algorithm: algos.Algorithm, cfg: Config, learning_rate: float) -> None:
+    """The config's rate (which A2C's and PPO's schedules start from) and the optimizer's."""
+    cfg.learning_rate = learning_rate
+    for group in algorithm.optimizer.param_groups:
+        group["lr"] = learning_rate
 
 
 class _Loop(Loop):
