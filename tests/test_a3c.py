@@ -225,3 +225,19 @@ def test_an_a3c_run_resumes_from_its_checkpoint(tmp_path):
     steps = [int(r.split(",")[0]) for r in rows]
     assert steps == sorted(steps) and steps[0] < before < steps[-1]  # one curve, continued
     assert json.loads((run_dir / "summary.json").read_text())["steps"] >= 8000
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"nan_retries": 2}, "a3c does not support nan_retries (got 2)"),
+     ({"device": "cuda"}, "device must be cpu"),
+     ({"normalize_obs": True}, "does not support normalize_obs")],
+)  # fmt: skip
+def test_settings_a3c_cannot_honour_are_refused(setting, message):
+    """nan_retries: going back to a checkpoint would need new workers and a re-shared
+    optimizer state; A3C refuses it rather than crash at the first NaN."""
+    from pgrad.config import ConfigError, build
+
+    with pytest.raises(ConfigError) as error:
+        build(A3CConfig, [setting], "a3c")
+    assert message in str(error.value)

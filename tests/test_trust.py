@@ -82,6 +82,9 @@ def test_nan_retries_go_back_to_the_checkpoint_with_a_smaller_learning_rate(
     steps = [r["step"] for r in rows]
     assert steps == sorted(set(steps))  # rows after the checkpoint were dropped, not repeated
 
+    # A resume takes the run as configured: other settings are refused, not silently dropped.
+    with pytest.raises(pgrad.PgradError, match="takes only steps and device, not seed, lear"):
+        pgrad.train(resume=run.path, steps=4000, seed=1, learning_rate=1e-2)
     # Resumed, the run keeps the lowered rate (PPO sets it from the config every update) ...
     resumed = pgrad.train(resume=run.path, steps=4000)
     rows = [r for r in resumed.metrics() if r["step"] > 3000]

@@ -121,7 +121,15 @@ def train(
     """
     if resume is not None:
         given = algo
-        path, algo, env, cfg, saved = _resume_config(resume, steps, overrides.pop("device", None))
+        on = overrides.pop("device", None)
+        given_too = {"seed": seed, "config": config, "run_dir": run_dir, "sets": list(sets) or None}
+        ignored = [k for k, v in given_too.items() if v is not None] + list(overrides)
+        if ignored:
+            raise PgradError(
+                f"resume continues a run as configured; it takes only steps and device, "
+                f"not {', '.join(ignored)}"
+            )
+        path, algo, env, cfg, saved = _resume_config(resume, steps, on)
         if given is not None and given != algo:
             raise PgradError(f"run {str(resume)!r} is a {algo!r} run, not {given!r}")
     else:

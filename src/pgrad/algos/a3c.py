@@ -55,6 +55,11 @@ class A3CConfig(A2CConfig):
                 "a3c does not support normalize_obs/normalize_reward (each worker would keep its "
                 "own statistics); set them to false"
             )
+        if self.nan_retries:
+            raise ConfigError(
+                f"a3c does not support nan_retries (got {self.nan_retries}): its workers stop "
+                "with the first non-finite loss; set it to 0"
+            )
 
 
 @dataclass
