@@ -200,13 +200,17 @@ def test_reward_scaling_restarts_its_discounted_return_at_truncations():
     wrapper = _find(envs, NormalizeReward)
     action = np.zeros(1, dtype=np.int64)  # Acrobot never swings up with a constant torque
     expected = 0.0
+    seen = []  # every G the scale has been estimated from
     for t in range(503):
-        _, _, terminated, truncated, _ = envs.step(action)
+        _, scaled, terminated, truncated, _ = envs.step(action)
         assert not terminated.any()
         if t == 500:  # the autoreset step: ignored
             assert wrapper.accumulated_reward[0] == 0.0
             continue
         expected = 0.9 * expected - 1.0 if t != 501 else -1.0
+        seen.append(expected)
+        if t >= 10:  # the reward over the std of all G so far (past the estimator's prior)
+            assert scaled[0] == pytest.approx(-1.0 / np.sqrt(np.var(seen) + 1e-8), rel=1e-3)
         if truncated[0]:
             assert t == 499
             expected = 0.0

@@ -190,6 +190,9 @@ PPO_OPTIONS = {
     "annealed lr": {"anneal_lr": True, "steps": 1000},
     "entropy bonus": {"entropy_coef": 0.05, "clip_range": 0.1},
     "target kl": {"target_kl": 0.05},
+    "shared body": {"shared": True, "value_coef": 0.7},
+    "squashed, state-dependent std": {"std": "state", "squash": "tanh"},
+    "gsde": {"std": "gsde", "log_std_init": -1.0},
 }
 
 
@@ -218,12 +221,18 @@ def test_ppo_update_equals_a_from_scratch_ppo(option, space, fast):
     assert (flat(start) - flat(algo.model)).abs().max() < 2e-5, option
 
 
-def test_ppo_learning_rate_anneals_linearly_to_zero():
-    config = PPOConfig(n_envs=N, n_steps=T, batch_size=8, n_epochs=1, anneal_lr=True, steps=1000,
-                       learning_rate=0.01)  # fmt: skip
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_learning_rate_anneals_linearly_to_zero(algo):
+    """lr = 0.01 (1 - done / 1000): the rate the update used, logged and in the optimizer."""
+    common = {"n_envs": N, "n_steps": T, "anneal_lr": True, "steps": 1000, "learning_rate": 0.01}
+    if algo == "ppo":
+        algo_cls, config = PPO, PPOConfig(batch_size=8, n_epochs=1, **common)
+    else:
+        algo_cls, config = A2C, A2CConfig(**common)
     for done, lr in [(0, 0.01), (250, 0.0075), (1000, 0.0)]:
-        *_, metrics = updated(PPO, config, DISCRETE, steps_done=done)
+        trained, *_, metrics = updated(algo_cls, config, DISCRETE, steps_done=done)
         assert metrics["learning_rate"] == pytest.approx(lr)
+        assert all(g["lr"] == pytest.approx(lr) for g in trained.optimizer.param_groups)
 
 
 def reference_a2c(model, batch: Batch, cfg: A2CConfig) -> None:
@@ -270,6 +279,7 @@ A2C_OPTIONS = {
     "adam": {"optimizer": "adam", "adam_eps": 1e-3},
     "no gradient clipping": {"max_grad_norm": None},
     "tight gradient clipping, entropy bonus": {"max_grad_norm": 0.05, "entropy_coef": 0.1},
+    "shared body": {"shared": True, "value_coef": 0.7},
 }
 
 
