@@ -199,6 +199,26 @@ ROWS: dict[str, dict[str, Any]] = {
         "steps": 20_000,
         "sb3": {"n_envs": 1, "learning_rate": 1e-3},
     },
+    # rl-zoo's hyperparams/sac.yml row, gSDE included (pgrad's shipped entry is the same).
+    "sac-MountainCarContinuous-v0": {
+        "algo": "sac",
+        "env": "MountainCarContinuous-v0",
+        "steps": 50_000,
+        "sb3": {
+            "n_envs": 1,
+            "learning_rate": 3e-4,
+            "buffer_size": 50_000,
+            "batch_size": 512,
+            "ent_coef": 0.1,
+            "train_freq": 32,
+            "gradient_steps": 32,
+            "gamma": 0.9999,
+            "tau": 0.01,
+            "learning_starts": 0,
+            "use_sde": True,
+            "policy_kwargs": {"log_std_init": -3.67, "net_arch": [64, 64]},
+        },
+    },
     "sac-HalfCheetah-v5": {
         "algo": "sac",
         "env": "HalfCheetah-v5",

@@ -165,6 +165,48 @@ def test_sac_holds_the_noise_for_a_round_of_train_freq_steps(fast):
     envs.close()
 
 
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_sacs_gsde_mean_is_clamped_to_two_before_the_squash(path):
+    """mu(s) pushed to +-5 acts (deterministically) as loc + scale tanh(+-2), and its held
+    noise rides on the clamped mean: u - 2 = theta^T z(s) exactly."""
+    from pgrad.critics import SACModel
+
+    actor = SACModel(SACConfig(std="gsde", hidden_sizes=(8,)), OBS, ACTIONS).actor
+    with torch.no_grad():
+        actor.mean.weight.zero_()
+        actor.mean.bias.copy_(torch.tensor([5.0, -5.0]))
+    obs = np.stack([OBS.sample() for _ in range(4)])
+    if path == "numpy":
+        fast = acting_policy(actor, np.random.default_rng(0))
+        greedy, sampled = fast(obs, deterministic=True)[0], fast(obs)[0]
+        noise = fast.noise
+    else:
+        greedy = actor.act(torch.as_tensor(obs), deterministic=True).numpy()
+        sampled = actor.act(torch.as_tensor(obs)).numpy()
+        noise = actor.noise.numpy()
+    assert np.allclose(greedy, np.broadcast_to([2 * np.tanh(2.0), -2 * np.tanh(2.0)], (4, 2)))
+    with torch.no_grad():
+        z = actor.body(actor.encoder(torch.as_tensor(obs))).double().numpy()
+    u = np.arctanh(sampled.astype(np.float64) / 2.0)
+    assert np.allclose(u - [2.0, -2.0], np.einsum("bi,bij->bj", z, noise), atol=1e-3)
+
+
+def test_sacs_gsde_variance_trains_the_features_and_a2cs_does_not():
+    """d log sigma_j(s) / d z_i = z_i sigma_ij^2 / v_j(s) (log sigma = log v / 2), by hand, for
+    SAC's policy (as Stable-Baselines3's SAC); none for A2C/PPO's (z detached)."""
+    from pgrad.critics import SACModel
+
+    sac = SACModel(SACConfig(std="gsde", hidden_sizes=(8,), log_std_init=-1.0), OBS, ACTIONS)
+    z = torch.randn(1, 8, dtype=torch.float32, requires_grad=True)
+    log_std = sac.actor.head(z).base.log_std
+    (grad,) = torch.autograd.grad(log_std[0, 1], z)
+    sigma2 = sac.actor.log_std.detach().exp() ** 2
+    v = (z.detach() ** 2 @ sigma2)[0] + 1e-6
+    assert torch.allclose(grad[0], z.detach()[0] * sigma2[:, 1] / v[1], rtol=1e-4)
+    a2c_log_std = _policy().head(z).log_std  # A2C/PPO: a function of sigma's parameter only
+    assert torch.autograd.grad(a2c_log_std.sum(), z, allow_unused=True) == (None,)
+
+
 def test_sac_with_gsde_trains_sigma():
     envs = make_vec_env("Pendulum-v1", 1)
     config = SACConfig(std="gsde", log_std_init=-2.0, hidden_sizes=(16, 16), learning_starts=8,

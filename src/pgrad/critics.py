@@ -31,6 +31,10 @@ class TwinQ(nn.Module):
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
+SAC_GSDE_MEAN_CLIP = 2.0
+"""|mu(s)| bound of SAC's gSDE policy before the squash (Stable-Baselines3's ``clip_mean``)."""
+
+
 class SACModel(nn.Module):
     """The policy, the twin critics, their targets and log alpha: one state dict (``config``:
     ``algos.sac.SACConfig``)."""
@@ -39,10 +43,12 @@ class SACModel(nn.Module):
         super().__init__()
         if not isinstance(action_space, gym.spaces.Box):
             raise PgradError(f"sac needs continuous (Box) actions; this env has {action_space}")
+        gsde = config.std == "gsde"  # as Stable-Baselines3's SAC has it (algos.sac)
         self.actor = make_policy(
             observation_space, action_space, config.hidden_sizes, config.activation,
             std=config.std, squash="tanh", log_std_init=config.log_std_init,
             ortho_init=config.ortho_init, gsde_sample_every=config.gsde_sample_every,
+            gsde_learn_features=gsde, mean_clip=SAC_GSDE_MEAN_CLIP if gsde else None,
         )  # fmt: skip
         action_dim = int(np.prod(action_space.shape))
         self.critics = TwinQ(observation_space, action_dim, config)

@@ -338,8 +338,12 @@ class GaussianPolicy(Policy):
     For one draw of theta the action at s is deterministic, mu(s) + theta^T z(s); over draws of
     theta it is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2 sigma_ij^2 (+1e-6), and that marginal is
     the density ``log_prob`` uses (as Stable-Baselines3 does). z is detached there, so the
-    variance trains sigma only. With ``squash="tanh"`` (SAC), u = mu(s) + theta^T z(s) is
-    squashed as below, and the density is ``SquashedNormal``'s with that marginal N(mu, v).
+    variance trains sigma only, unless ``gsde_learn_features`` (Stable-Baselines3's SAC: the
+    variance's gradient trains the body too). With ``squash="tanh"`` (SAC), u = mu(s) +
+    theta^T z(s) is squashed as below, and the density is ``SquashedNormal``'s with that
+    marginal N(mu, v).
+    ``mean_clip``: mu(s) is clamped to [-mean_clip, mean_clip] (Stable-Baselines3's SAC with
+    gSDE: 2), so that a squashed mean cannot drift deep into tanh's flat tails.
     ``squash="tanh"`` maps actions into the ``Box`` bounds ``[low, high]`` (scale = (high-low)/2,
     loc = (high+low)/2). Unsquashed actions may fall outside the bounds: they are clipped by the
     env wrapper when sent to the env, never here, so ``log_prob`` stays the Gaussian's.
@@ -353,9 +357,12 @@ class GaussianPolicy(Policy):
         squash: Literal["tanh"] | None = None,
         log_std_init: float = 0.0,
         gsde_sample_every: int = 0,
+        gsde_learn_features: bool = False,
+        mean_clip: float | None = None,
         **body,
     ):
         super().__init__(observation_space, **body)
+        self.gsde_learn_features, self.mean_clip = gsde_learn_features, mean_clip
         if std not in ("parameter", "state", "gsde"):
             raise ValueError(f"unknown std {std!r}; expected 'parameter', 'state' or 'gsde'")
         if squash not in (None, "tanh"):
@@ -383,12 +390,17 @@ class GaussianPolicy(Policy):
             self.register_buffer("loc", (high + low) / 2)
             self.register_buffer("scale", (high - low) / 2)
 
-    def head(self, features: torch.Tensor) -> DiagonalGaussian | SquashedNormal:
+    def _mean(self, features: torch.Tensor) -> torch.Tensor:
         mean = self.mean(features)
+        return mean if self.mean_clip is None else mean.clamp(-self.mean_clip, self.mean_clip)
+
+    def head(self, features: torch.Tensor) -> DiagonalGaussian | SquashedNormal:
+        mean = self._mean(features)
         if self.std_mode == "parameter":
             log_std = self.log_std.expand_as(mean)
         elif self.std_mode == "gsde":
-            log_std = 0.5 * torch.log(gsde_variance(features.detach(), self.log_std))
+            z = features if self.gsde_learn_features else features.detach()
+            log_std = 0.5 * torch.log(gsde_variance(z, self.log_std))
         else:
             log_std = self.log_std_head(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
         if self.squash == "tanh":
@@ -402,7 +414,7 @@ class GaussianPolicy(Policy):
             if gsde_noise_due(self.noise, len(obs), self.noise_age, self.gsde_sample_every):
                 self.reset_noise(len(obs))
             self.noise_age += 1
-            action = self.mean(features) + torch.einsum("bi,bij->bj", features, self.noise)
+            action = self._mean(features) + torch.einsum("bi,bij->bj", features, self.noise)
             if self.squash == "tanh":
                 action = self.loc + self.scale * torch.tanh(action)
         else:
@@ -506,9 +518,11 @@ def make_policy(
     ortho_init: bool = True,
     gsde_sample_every: int = 0,
     encoder: EncoderKind = "auto",
+    **gaussian,
 ) -> Policy:
-    """The policy family that fits ``action_space``: softmax for discrete, Gaussian for ``Box``;
-    its encoder from ``observation_space`` (``encoders.make_encoder``)."""
+    """The policy family that fits ``action_space``: softmax for discrete, Gaussian for ``Box``
+    (``gaussian``: ``GaussianPolicy``'s further options); its encoder from
+    ``observation_space`` (``encoders.make_encoder``)."""
     body = {"hidden_sizes": tuple(hidden_sizes), "activation": activation, "ortho_init": ortho_init,
             "encoder": encoder}  # fmt: skip
     if isinstance(action_space, gym.spaces.Discrete):
@@ -527,6 +541,7 @@ def make_policy(
             squash=squash,
             log_std_init=log_std_init,
             gsde_sample_every=gsde_sample_every,
+            **gaussian,
             **body,
         )
     raise UnsupportedSpaceError(

@@ -32,8 +32,10 @@ drawn per env at the start of each round of ``train_freq`` env steps and held th
 for every theta the policy's distribution over draws is N(mu(s), v(s)), v_j(s) = sum_i z_i(s)^2
 sigma_ij^2, and that marginal, squashed, is the pi(a|s) of the three losses above. The actor loss
 reparameterises it with independent noise per sample (u = mu + sqrt(v) eps): the same
-expectation per state as Stable-Baselines3's one theta shared by the minibatch. z is detached in
-v (SB3's SAC lets v train the features too), so v trains sigma only.
+expectation per state as Stable-Baselines3's one theta shared by the minibatch. As in SB3's SAC,
+v's gradient trains the body's features as well as sigma, and mu(s) is clamped to [-2, 2]
+before the squash (``critics.SAC_GSDE_MEAN_CLIP``); on MountainCarContinuous-v0 the policy
+without these two (z detached, mu free) lost its deterministic policy on 2 of 3 seeds.
 
 Order and defaults follow Stable-Baselines3 (alpha, then critics, then actor, then targets; alpha
 1.0 at the start; 256x256 ReLU networks; Adam 3e-4; batch 256; tau 0.005). Actions are stored and

@@ -102,6 +102,7 @@ class NumpyPolicy:
                 body = model.critic_body
                 self.critic_body = LinearStack.of(_linears(body), _activations(body))
         self.discrete = isinstance(actor, (CategoricalPolicy, MultiCategoricalPolicy))
+        self.mean_clip = getattr(actor, "mean_clip", None)
         if self.discrete:
             heads = [actor.logits]
             self.nvec = getattr(actor, "nvec", None)
@@ -147,6 +148,8 @@ class NumpyPolicy:
                 value = self.value_head(critic)[:, 0]
         if self.discrete:
             return (*self._discrete(heads[0], deterministic), value)
+        if self.mean_clip is not None:
+            heads[0] = np.clip(heads[0], -self.mean_clip, self.mean_clip)
         if hasattr(self, "gsde_log_std"):
             return (*self._gsde(features, heads[0], deterministic), value)
         return (*self._gaussian(heads, deterministic), value)
