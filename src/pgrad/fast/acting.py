@@ -166,7 +166,7 @@ class NumpyPolicy:
     ) -> tuple[np.ndarray, np.ndarray]:
         """u = mean + theta^T z(s) with this env's theta (u = mean if ``deterministic``), and
         log N(u; mean, v(s)) (``policies.GaussianPolicy``, std="gsde"); squashed, a = loc +
-        scale tanh(u) and log pi(a) = log N(u) - log |da/du|, as in ``_gaussian``."""
+        scale tanh(u) and log pi(a) = log N(u) - log |da/du| (``_squashed``)."""
         noise = None
         if not deterministic:
             n, every = len(features), self.gsde_sample_every
@@ -176,11 +176,7 @@ class NumpyPolicy:
             self.noise_age += 1
             noise = self.noise
         eps, log_prob = ops.gsde_log_density(features, noise, self.gsde_log_std)
-        u = mean + eps
-        if self.actor.squash != "tanh":
-            return u, log_prob
-        log_det = ops.tanh_log_det(u, self.scale).sum(-1)
-        return self.loc + self.scale * np.tanh(u), log_prob - log_det
+        return self._squashed(mean + eps, log_prob)
 
     def _discrete(self, logits: np.ndarray, deterministic: bool) -> tuple[np.ndarray, ...]:
         if self.nvec is None:
@@ -205,8 +201,13 @@ class NumpyPolicy:
         else:
             eps = self.rng.standard_normal(mean.shape, dtype=np.float32)
         u = mean + np.exp(log_std) * eps
-        log_prob = ops.gaussian_log_density(eps, log_std)
+        return self._squashed(u, ops.gaussian_log_density(eps, log_std).sum(-1))
+
+    def _squashed(self, u: np.ndarray, log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(u, log N(u)) unsquashed; with tanh, a = loc + scale tanh(u) and log pi(a) =
+        log N(u) - log |da/du| summed over actions (``policies.SquashedNormal``)."""
         if self.actor.squash != "tanh":
-            return u, log_prob.sum(-1)
-        log_det = ops.tanh_log_det(u, self.scale)
-        return self.loc + self.scale * np.tanh(u), (log_prob - log_det).sum(-1)
+            return u, log_prob
+        return self.loc + self.scale * np.tanh(u), log_prob - ops.tanh_log_det(u, self.scale).sum(
+            -1
+        )
