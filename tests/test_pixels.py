@@ -272,3 +272,118 @@ def test_an_atari_run_loads_evaluates_and_records_whole_games(tmp_path):
         first_life, over = first_life + 1, terminated or truncated
     env.close()
     assert len(images) > first_life + 1
+
+
+SMALL = gym.spaces.Box(0, 255, (3, 36, 36), np.uint8)  # the smallest side the CNN takes
+
+
+class Brightness(gym.Env):
+    """A one-step pixel bandit: a dark or a bright frame (p = 1/2 each), two actions in [-1, 1];
+    the reward is -(a_0 - t)^2 with t = -0.5 for dark and +0.5 for bright. Only the pixels say
+    which frame it is."""
+
+    observation_space = SMALL
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def frame(self) -> np.ndarray:
+        self.bright = bool(self.np_random.integers(2))
+        return np.full(SMALL.shape, 230 if self.bright else 25, np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.frame(), {}
+
+    def step(self, action):
+        target = 0.5 if self.bright else -0.5
+        return self.frame(), -float((action[0] - target) ** 2), True, False, {}
+
+
+def _by_hand(critics, obs: torch.Tensor, action: torch.Tensor) -> list[torch.Tensor]:
+    """Q_j = W_2 relu(W_1 [phi(obs / 255), a] + b_1) + b_2, in float64, conv by conv."""
+    x = obs.double() / 255
+    for conv in (m for m in critics.encoder.convs if isinstance(m, torch.nn.Conv2d)):
+        x = F.relu(F.conv2d(x, conv.weight.double(), conv.bias.double(), stride=conv.stride))
+    linear = critics.encoder.linear
+    x = F.relu(x.flatten(1) @ linear.weight.double().T + linear.bias.double())
+    x = torch.cat([x, action.double()], -1)
+    out = []
+    for q in (critics.q1, critics.q2):
+        first, last = (m for m in q if isinstance(m, torch.nn.Linear))
+        h = F.relu(x @ first.weight.double().T + first.bias.double())
+        out.append((h @ last.weight.double().T + last.bias.double()).squeeze(-1))
+    return out
+
+
+def test_sac_critics_read_pixels_through_one_cnn_over_255():
+    """On images both Q-functions share one Nature CNN of their own (the actor has another),
+    the pixels are divided by 255 (a flat critic on raw bytes starts with |Q| in the hundreds),
+    and ``encoder: mlp`` still flattens them."""
+    from pgrad.algos.sac import SACConfig
+    from pgrad.critics import SACModel
+
+    torch.manual_seed(0)
+    model = SACModel(SACConfig(hidden_sizes=(16,)), SMALL, Brightness.action_space)
+    critics = model.critics
+    assert isinstance(critics.encoder, NatureCNN) and isinstance(model.actor.encoder, NatureCNN)
+    assert critics.encoder is not model.actor.encoder
+    assert critics.encoder is not model.targets.encoder  # the targets have their own copy
+    obs = torch.randint(0, 256, (5, *SMALL.shape), dtype=torch.uint8)
+    action = torch.rand(5, 2) * 2 - 1
+    q1, q2 = critics(obs, action)
+    e1, e2 = _by_hand(critics, obs, action)
+    torch.testing.assert_close(q1.double(), e1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(q2.double(), e2, rtol=1e-5, atol=1e-5)
+    assert q1.abs().max() < 10  # O(1) at the start, on bytes up to 255
+    flat = SACModel(SACConfig(hidden_sizes=(16,), encoder="mlp"), SMALL, Brightness.action_space)
+    assert isinstance(flat.critics.encoder, FlatEncoder)
+    assert isinstance(flat.actor.encoder, FlatEncoder)
+
+
+def test_sac_keeps_pixels_as_bytes_and_learns_from_them():
+    """The replay buffer stores the frames as uint8, byte for byte; the critic loss trains the
+    critics' CNN and not the actor's; and after 400 steps the deterministic action follows the
+    frame's brightness (the optimum is a_0 = -0.5 dark, +0.5 bright; a policy blind to the
+    pixels acts the same on both: 0.3 apart is ~5 times below seed 0's 1.5)."""
+    from pgrad.algos.sac import SAC, SACConfig
+
+    envs = gym.vector.SyncVectorEnv([Brightness], autoreset_mode=AutoresetMode.SAME_STEP)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # conv layers on tiny batches: threads only add contention
+    try:
+        torch.manual_seed(0)
+        cfg = SACConfig(steps=400, hidden_sizes=(32,), batch_size=32, learning_starts=50,
+                        learning_rate=1e-3, alpha=0.05)  # fmt: skip
+        sac = SAC(cfg, envs, seed=0)
+        buffer = sac.buffer
+        assert buffer.tensors["obs"].dtype == buffer.tensors["next_obs"].dtype == torch.uint8
+        actor_cnn = [p.detach().clone() for p in sac.model.actor.encoder.parameters()]
+        critic_cnn = [p.detach().clone() for p in sac.model.critics.encoder.parameters()]
+        while sac.steps < cfg.learning_starts - 1:  # random actions, no update yet
+            sac.iterate()
+        stored = buffer.tensors["obs"][: buffer.size]
+        assert set(stored[:, 0, 0, 0].tolist()) == {25, 230}
+        assert torch.equal(stored, stored[:, :1, :1, :1].expand_as(stored))  # whole frames
+
+        batch = buffer.sample(32)
+        q1, q2 = sac.model.critics(batch["obs"], batch["actions"])
+        (q1 + q2).sum().backward()
+
+        def grads(module):  # the parameters are views of one flat buffer (fast.FlatParameters)
+            return [0.0 if p.grad is None else p.grad.abs().sum().item()
+                    for p in module.parameters()]  # fmt: skip
+
+        assert all(g > 0 for g in grads(sac.model.critics.encoder))
+        assert not any(grads(sac.model.actor.encoder))
+        sac.model.zero_grad()
+        while sac.steps < cfg.steps:
+            sac.iterate()
+        for before, module in ((actor_cnn, sac.model.actor), (critic_cnn, sac.model.critics)):
+            after = module.encoder.parameters()
+            assert any(not torch.equal(b, p) for b, p in zip(before, after, strict=True))
+        frames = torch.tensor(np.stack([np.full(SMALL.shape, v, np.uint8) for v in (25, 230)]))
+        with torch.no_grad():
+            dark, bright = sac.model.act(frames, deterministic=True)[:, 0].tolist()
+        assert dark < 0 < bright and bright - dark > 0.3, (dark, bright)
+    finally:
+        torch.set_num_threads(threads)
+        envs.close()

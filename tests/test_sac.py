@@ -223,7 +223,7 @@ def test_a_resumed_sac_run_logs_what_an_uninterrupted_one_logs(tmp_path):
 
 @pytest.mark.parametrize(
     "setting", ["entropy_coef=0.2", "value_coef=1.0", "normalize_advantage=true", "shared=true",
-                "value_head_gain=1.0", "encoder=mlp"],
+                "value_head_gain=1.0"],
 )  # fmt: skip
 def test_keys_sac_has_no_use_for_are_refused_in_one_line_with_nothing_written(
     monkeypatch, capsys, tmp_path, setting
@@ -264,3 +264,26 @@ def test_replay_buffer_wraps_and_restores_into_the_same_or_a_larger_capacity():
     larger.load_state(state)
     assert larger.arrays["rewards"][:4].tolist() == [2.0, 3.0, 4.0, 5.0]
     assert (larger.size, larger.pos) == (4, 4)
+
+
+def test_a_uint8_replay_buffer_keeps_bytes_through_a_checkpoint_and_takes_float_ones():
+    """Pixels stay bytes in memory and in the checkpoint; a float32 buffer saved before uint8
+    storage existed loads into it exactly (its values are whole numbers 0-255)."""
+    from pgrad.replay import ReplayBuffer
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 2, 3), dtype=np.uint8)
+    buffer = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
+    zeros = np.zeros(5)
+    buffer.add(obs=frames, actions=zeros[:, None], rewards=zeros, next_obs=frames[::-1],
+               terminated=zeros)  # fmt: skip
+    assert buffer.tensors["obs"].dtype == torch.uint8
+    assert buffer.tensors["obs"].element_size() * buffer.tensors["obs"].nelement() == 8 * 6
+    state = buffer.state()
+    assert state["arrays"]["obs"].dtype == np.uint8
+    for source in (state, {**state, "arrays": {k: v.astype(np.float32)
+                                               for k, v in state["arrays"].items()}}):  # fmt: skip
+        restored = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
+        restored.load_state(source)
+        np.testing.assert_array_equal(restored.tensors["obs"][:5].numpy(), frames)
+        np.testing.assert_array_equal(restored.tensors["next_obs"][:5].numpy(), frames[::-1])

@@ -12,16 +12,20 @@ import torch
 from torch import nn
 
 from pgrad.config import PolicyConfig
+from pgrad.encoders import make_encoder
 from pgrad.errors import PgradError
-from pgrad.policies import ObservationEncoder, make_policy, mlp
+from pgrad.policies import make_policy, mlp
 
 
 class TwinQ(nn.Module):
-    """Q_1(s, a) and Q_2(s, a): two MLPs on [encode(s), a scaled to [-1, 1]]."""
+    """Q_1(s, a) and Q_2(s, a): two MLPs on [phi(s), a scaled to [-1, 1]].
+
+    phi is one encoder shared by both (``encoders.make_encoder``: the Nature CNN, pixels over
+    255, for images), trained by the critic loss only, as Stable-Baselines3's SAC has it."""
 
     def __init__(self, observation_space: gym.Space, action_dim: int, config: PolicyConfig):
         super().__init__()
-        self.encoder = ObservationEncoder(observation_space)
+        self.encoder = make_encoder(observation_space, config.encoder)
         sizes = [self.encoder.dim + action_dim, *config.hidden_sizes, 1]
         self.q1 = mlp(sizes, config.activation, ortho_init=config.ortho_init)
         self.q2 = mlp(sizes, config.activation, ortho_init=config.ortho_init)
@@ -37,7 +41,7 @@ SAC_GSDE_MEAN_CLIP = 2.0
 
 class SACModel(nn.Module):
     """The policy, the twin critics, their targets and log alpha: one state dict (``config``:
-    ``algos.sac.SACConfig``)."""
+    ``algos.sac.SACConfig``). The actor has an encoder of its own (on images, a second CNN)."""
 
     def __init__(self, config: PolicyConfig, observation_space: gym.Space, action_space: gym.Space):
         super().__init__()
@@ -48,7 +52,8 @@ class SACModel(nn.Module):
             observation_space, action_space, config.hidden_sizes, config.activation,
             std=config.std, squash="tanh", log_std_init=config.log_std_init,
             ortho_init=config.ortho_init, gsde_sample_every=config.gsde_sample_every,
-            gsde_learn_features=gsde, mean_clip=SAC_GSDE_MEAN_CLIP if gsde else None,
+            encoder=config.encoder, gsde_learn_features=gsde,
+            mean_clip=SAC_GSDE_MEAN_CLIP if gsde else None,
         )  # fmt: skip
         action_dim = int(np.prod(action_space.shape))
         self.critics = TwinQ(observation_space, action_dim, config)

@@ -4,8 +4,9 @@ Storage is allocated once, as tensors whose NumPy views take the writes (one Num
 per vector-env step); sampling gathers a minibatch with one index op per field. On a GPU the
 tensors live there (written with one copy per field and step), so minibatches never cross the
 bus; the sampled indices come from the CPU generator either way, so a run's draws do not depend
-on the device. ``terminated``
-is stored and ``truncated`` is not: a time-limit cut is not the end of the MDP, so its target
+on the device. Observations keep the dtype the caller gives (``uint8`` for pixels: a quarter
+of float32's memory, scaled by the encoder when read). ``terminated`` is stored and
+``truncated`` is not: a time-limit cut is not the end of the MDP, so its target
 still bootstraps from V(s'), and s' is the real final observation of the episode.
 """
 
@@ -24,6 +25,7 @@ class ReplayBuffer:
         obs_shape: tuple[int, ...],
         action_dim: int,
         device: torch.device | str = "cpu",
+        obs_dtype: torch.dtype = torch.float32,
     ):
         self.capacity, self.size, self.pos = capacity, 0, 0
         self.device = torch.device(device)
@@ -34,7 +36,11 @@ class ReplayBuffer:
             "next_obs": obs_shape,
             "terminated": (),
         }
-        self.tensors = {k: torch.zeros((capacity, *v), device=device) for k, v in shapes.items()}
+        dtypes = {"obs": obs_dtype, "next_obs": obs_dtype}
+        self.tensors = {
+            k: torch.zeros((capacity, *v), dtype=dtypes.get(k, torch.float32), device=device)
+            for k, v in shapes.items()
+        }
         on_cpu = self.device.type == "cpu"
         self.arrays = {k: v.numpy() for k, v in self.tensors.items()} if on_cpu else None
 
@@ -46,8 +52,8 @@ class ReplayBuffer:
             if self.arrays is not None:
                 self.arrays[k][idx] = rows[k]
             else:
-                row = torch.as_tensor(np.asarray(rows[k], dtype=np.float32))
-                self.tensors[k][torch.from_numpy(idx).to(self.device)] = row.to(self.device)
+                row = torch.as_tensor(np.asarray(rows[k])).to(self.device, self.tensors[k].dtype)
+                self.tensors[k][torch.from_numpy(idx).to(self.device)] = row
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 

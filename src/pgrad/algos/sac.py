@@ -37,6 +37,11 @@ v's gradient trains the body's features as well as sigma, and mu(s) is clamped t
 before the squash (``critics.SAC_GSDE_MEAN_CLIP``); on MountainCarContinuous-v0 the policy
 without these two (z detached, mu free) lost its deterministic policy on 2 of 3 seeds.
 
+On images (``encoder: auto``, ``encoders.NatureCNN``) the actor and the critics each have a
+CNN: the critics' one is shared by Q_1 and Q_2 and trained by the critic loss alone (the actor
+loss differentiates the critics with respect to the action only), the actor's by the actor
+loss, as in Stable-Baselines3's SAC; the replay buffer keeps the pixels as ``uint8``.
+
 Order and defaults follow Stable-Baselines3 (alpha, then critics, then actor, then targets; alpha
 1.0 at the start; 256x256 ReLU networks; Adam 3e-4; batch 256; tau 0.005). Actions are stored and
 fed to the critics in the same [-1, 1] units.
@@ -71,7 +76,6 @@ UNUSED = {
     "normalize_advantage": "it has no advantages",
     "shared": "its actor and critics are separate networks",
     "value_head_gain": "it has no V(s) head",
-    "encoder": "its actor takes the default encoder and its critics the flat observation",
 }
 """Keys SACConfig inherits and SAC has no use for: a value other than the default is an error,
 not silently ignored."""
@@ -165,9 +169,10 @@ class SAC:
         if config.alpha is None:
             optimizers["alpha"] = torch.optim.Adam([self.model.log_alpha], lr=lr)
         self.optimizer = OptimizerGroup(optimizers)
+        pixels = getattr(observation_space, "dtype", None) == np.uint8  # stored as bytes
         self.buffer = ReplayBuffer(
             min(config.buffer_size, config.steps), observation_space.shape, self.action_dim,
-            self.device,
+            self.device, torch.uint8 if pixels else torch.float32,
         )  # fmt: skip
         self.stepper = Stepper(envs, config.fast)
         self.stepper.reset(seed)
