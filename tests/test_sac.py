@@ -273,11 +273,17 @@ def test_a_uint8_replay_buffer_keeps_bytes_through_a_checkpoint_and_takes_float_
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 2, 3), dtype=np.uint8)
-    buffer = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
     zeros = np.zeros(5)
-    buffer.add(obs=frames, actions=zeros[:, None], rewards=zeros, next_obs=frames[::-1],
-               terminated=zeros)  # fmt: skip
+    rows = {"obs": frames, "actions": zeros[:, None], "rewards": zeros, "next_obs": frames[::-1],
+            "terminated": zeros}  # fmt: skip
+    buffer = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
+    buffer.add(**rows)
     assert buffer.tensors["obs"].dtype == torch.uint8
+    on_device = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
+    on_device.arrays = None  # the GPU path (one tensor copy per field), taken on the CPU here
+    on_device.add(**rows)
+    for k, v in buffer.tensors.items():
+        assert torch.equal(on_device.tensors[k], v), k
     assert buffer.tensors["obs"].element_size() * buffer.tensors["obs"].nelement() == 8 * 6
     state = buffer.state()
     assert state["arrays"]["obs"].dtype == np.uint8

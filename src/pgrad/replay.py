@@ -52,8 +52,9 @@ class ReplayBuffer:
             if self.arrays is not None:
                 self.arrays[k][idx] = rows[k]
             else:
-                row = torch.as_tensor(np.asarray(rows[k])).to(self.device, self.tensors[k].dtype)
-                self.tensors[k][torch.from_numpy(idx).to(self.device)] = row
+                tensor = self.tensors[k]
+                row = torch.as_tensor(np.ascontiguousarray(rows[k])).to(tensor.device, tensor.dtype)
+                tensor[torch.from_numpy(idx).to(self.device)] = row
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
