@@ -387,3 +387,27 @@ def test_sac_keeps_pixels_as_bytes_and_learns_from_them():
     finally:
         torch.set_num_threads(threads)
         envs.close()
+
+
+def test_a_cnn_sac_actor_exports_to_onnx_with_parity(tmp_path):
+    """The exported graph takes the bytes and returns tanh(mu(s)) mapped to the bounds."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from pgrad.agent import Agent
+    from pgrad.algos.sac import SACConfig
+    from pgrad.critics import SACModel
+    from pgrad.export import export_agent
+
+    torch.manual_seed(0)
+    space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    model = SACModel(SACConfig(hidden_sizes=(16,)), SMALL, space).eval()
+    agent = Agent(model, "Pixels-v0", "sac", {"seed": 0}, 0, SMALL, space)
+    path = export_agent(agent, "onnx", tmp_path / "policy.onnx")
+    obs = np.random.default_rng(0).integers(0, 256, (7, *SMALL.shape), dtype=np.uint8)
+    got = onnxruntime.InferenceSession(str(path)).run(None, {"obs": obs})[0]
+    with torch.no_grad():
+        actor = model.actor
+        mean = actor.mean(actor.body(actor.encoder(torch.as_tensor(obs))))
+    np.testing.assert_allclose(got, 2.0 * np.tanh(mean.numpy()), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, agent.act(obs, deterministic=True), rtol=1e-5, atol=1e-6)
