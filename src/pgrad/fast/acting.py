@@ -208,6 +208,5 @@ class NumpyPolicy:
         log N(u) - log |da/du| summed over actions (``policies.SquashedNormal``)."""
         if self.actor.squash != "tanh":
             return u, log_prob
-        return self.loc + self.scale * np.tanh(u), log_prob - ops.tanh_log_det(u, self.scale).sum(
-            -1
-        )
+        log_det = ops.tanh_log_det(u, self.scale).sum(-1)
+        return self.loc + self.scale * np.tanh(u), log_prob - log_det
