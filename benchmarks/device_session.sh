@@ -20,17 +20,7 @@ T=${2:-360}
 DEVICE=${3:-cuda}
 W=$(mktemp -d /tmp/device-session.XXXX)
 mkdir -p "$OUT_DIR"
-PY=${PYTHON:-python3}
-if [ -d .whl ] && ! $PY -c "import gymnasium" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD/.devsite:$PWD/src
-else
-    export PYTHONPATH=$PWD/src
-fi
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-start=$(date +%s)
-since() { echo "[$(($(date +%s) - start)) s] $*"; }
+WHEELS=.whl SITE=.devsite source benchmarks/device_common.sh
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
