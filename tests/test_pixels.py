@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode
 
 from pgrad import atari
-from pgrad.encoders import FlatEncoder, NatureCNN, is_image, make_encoder
+from pgrad.encoders import FlatEncoder, NatureCNN, is_image, make_encoder, storage_dtype
 from pgrad.policies import build_actor_critic, make_policy
-from pgrad.rollout import Rollout
+from pgrad.replay import ReplayBuffer
+from pgrad.rollout import Rollout, _Storage
 from pgrad.train import resolve
 
 IMAGE = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
@@ -123,6 +124,28 @@ def test_frame_stacks_and_resets_step_by_step():
     assert batch.terminated[:, 0].tolist() == [False, False, True, False] * 2
     assert batch.rewards[:, 0].tolist() == [1, 2, 3, 0, 1, 2, 3, 0]
     envs.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept", "stored"),
+    [(np.uint8, np.uint8, torch.uint8), (np.float64, np.float32, torch.float32),
+     (np.float32, np.float32, torch.float32), (np.int64, np.float32, torch.float32),
+     (np.bool_, np.float32, torch.float32)],
+)  # fmt: skip
+def test_only_uint8_observations_stay_bytes_in_every_store(given, kept, stored):
+    """One rule (``encoders.storage_dtype``) for the rollout's storage and SAC's replay buffer:
+    uint8 observations are kept as bytes, any other dtype becomes float32; the other fields keep
+    theirs (rewards float32, integer actions as given)."""
+    assert storage_dtype(given) == kept
+    store = _Storage(2)
+    store.put(obs=np.full(3, 7, given), rewards=np.float64(0.5), actions=np.int64(2))
+    view = store.view()
+    assert view["obs"].dtype == stored and view["obs"][0].tolist() == [1 if given is np.bool_
+                                                                       else 7] * 3  # fmt: skip
+    assert view["rewards"].dtype == torch.float32 and view["actions"].dtype == torch.int64
+    buffer = ReplayBuffer(2, (3,), 1, obs_dtype=storage_dtype(given))
+    assert buffer.tensors["obs"].dtype == buffer.tensors["next_obs"].dtype == stored
+    assert buffer.tensors["rewards"].dtype == torch.float32
 
 
 class Lives(gym.Env):

@@ -279,11 +279,11 @@ def test_a_uint8_replay_buffer_keeps_bytes_through_a_checkpoint_and_takes_float_
     buffer = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
     buffer.add(**rows)
     assert buffer.tensors["obs"].dtype == torch.uint8
-    on_device = ReplayBuffer(8, (2, 3), 1, obs_dtype=torch.uint8)
+    on_device = ReplayBuffer(8, (2, 3), 1, obs_dtype=np.uint8)  # NumPy's name, same dtype
     on_device.arrays = None  # the GPU path (one tensor copy per field), taken on the CPU here
     on_device.add(**rows)
     for k, v in buffer.tensors.items():
-        assert torch.equal(on_device.tensors[k], v), k
+        assert on_device.tensors[k].dtype == v.dtype and torch.equal(on_device.tensors[k], v), k
     assert buffer.tensors["obs"].element_size() * buffer.tensors["obs"].nelement() == 8 * 6
     state = buffer.state()
     assert state["arrays"]["obs"].dtype == np.uint8

@@ -70,6 +70,13 @@ def channels_last(space: gym.spaces.Box) -> bool | None:
     return None
 
 
+def storage_dtype(dtype: np.dtype | type) -> np.dtype:
+    """How observations of ``dtype`` are stored and handed to a network: ``uint8`` pixels stay
+    bytes (a quarter of float32's memory; ``NatureCNN`` divides them by 255), anything else is
+    float32."""
+    return np.dtype(np.uint8) if np.dtype(dtype) == np.uint8 else np.dtype(np.float32)
+
+
 class NatureCNN(nn.Module):
     """phi(s) = ReLU(W relu(conv3(relu(conv2(relu(conv1(s / 255))))))) in R^512 (the DQN
     paper's network, CleanRL's and Stable-Baselines3's Atari encoder).

@@ -25,9 +25,11 @@ class ReplayBuffer:
         obs_shape: tuple[int, ...],
         action_dim: int,
         device: torch.device | str = "cpu",
-        obs_dtype: torch.dtype = torch.float32,
+        obs_dtype: torch.dtype | np.dtype | type = torch.float32,
     ):
         self.capacity, self.size, self.pos = capacity, 0, 0
+        if not isinstance(obs_dtype, torch.dtype):  # a NumPy one: np.uint8 -> torch.uint8
+            obs_dtype = getattr(torch, np.dtype(obs_dtype).name)
         self.device = torch.device(device)
         shapes = {
             "obs": obs_shape,

@@ -26,6 +26,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from pgrad import device, fast
+from pgrad.encoders import storage_dtype
 from pgrad.envs import autoreset_mode
 from pgrad.policies import ActorCritic, Policy, actor_of, mode
 
@@ -77,9 +78,9 @@ class _Storage:
     mode so that a ``Batch`` can feed autograd.
     """
 
-    DTYPES: ClassVar[dict[str, type]] = {"obs": np.float32, "rewards": np.float32}
-    """Stored as float32 whatever the env returns, except ``uint8`` observations (images),
-    kept as bytes: a quarter of the memory, and the network scales them."""
+    DTYPES: ClassVar[dict[str, type]] = {"rewards": np.float32}
+    """Stored as float32 whatever the env returns; observations as ``encoders.storage_dtype``
+    says (float32, or ``uint8`` images kept as bytes)."""
 
     def __init__(self, capacity: int):
         self.capacity, self.t = capacity, 0
@@ -87,8 +88,8 @@ class _Storage:
         self.arrays: dict[str, np.ndarray] = {}
 
     def _dtype(self, key: str, row: np.ndarray) -> np.dtype:
-        if row.dtype == np.uint8:
-            return row.dtype
+        if key == "obs":
+            return storage_dtype(row.dtype)
         return np.dtype(self.DTYPES.get(key, row.dtype))
 
     def _allocate(self, rows: dict[str, np.ndarray]) -> None:
@@ -249,12 +250,9 @@ class Stepper:
         return self.model.value(self.tensor(obs)).cpu().numpy()
 
     def tensor(self, obs: np.ndarray) -> torch.Tensor:
-        """Observations on the acting model's device: float32, or ``uint8`` images as they are
-        (the encoder scales them)."""
+        """Observations on the acting model's device, as ``encoders.storage_dtype`` says."""
         obs = np.asarray(obs)
-        if obs.dtype != np.uint8:
-            obs = obs.astype(np.float32, copy=False)
-        return torch.from_numpy(obs).to(self.device)
+        return torch.from_numpy(obs.astype(storage_dtype(obs.dtype), copy=False)).to(self.device)
 
     def transition(self, action: np.ndarray, keep: np.ndarray | bool = True) -> Transition:
         """Step every sub-env with ``action`` and keep the books: a transition is ``valid`` if

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from pgrad import device
 from pgrad.config import ConfigError, PolicyConfig, at_least, positive
 from pgrad.critics import SACModel
+from pgrad.encoders import storage_dtype
 from pgrad.envs import spaces
 from pgrad.fast import FlatParameters
 from pgrad.fast.flat import flatten
@@ -169,10 +170,9 @@ class SAC:
         if config.alpha is None:
             optimizers["alpha"] = torch.optim.Adam([self.model.log_alpha], lr=lr)
         self.optimizer = OptimizerGroup(optimizers)
-        pixels = getattr(observation_space, "dtype", None) == np.uint8  # stored as bytes
         self.buffer = ReplayBuffer(
             min(config.buffer_size, config.steps), observation_space.shape, self.action_dim,
-            self.device, torch.uint8 if pixels else torch.float32,
+            self.device, storage_dtype(observation_space.dtype),
         )  # fmt: skip
         self.stepper = Stepper(envs, config.fast)
         self.stepper.reset(seed)
