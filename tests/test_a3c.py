@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -22,8 +23,8 @@ from cli_runner import HANG_GUARD_S
 from torch import nn
 
 from pgrad import launch
-from pgrad.algos.a3c import A3CConfig, push_gradients
-from pgrad.distributed.hogwild import share_optimizer_state
+from pgrad.algos.a3c import A3CConfig, Gradient, Learner, push_gradients
+from pgrad.distributed.hogwild import _Shared, _work, share_optimizer_state
 from pgrad.envs import make_vec_env
 from pgrad.fast import FlatParameters
 
@@ -105,6 +106,33 @@ def test_flat_parameters_in_shared_memory_keep_the_model_views():
     with torch.no_grad():
         flat.param.fill_(0.5)
     assert all(bool((p == 0.5).all()) for p in model.parameters())
+
+
+class _TenStepRollouts:
+    """A stand-in worker: every rollout is 10 steps with a gradient of ones."""
+
+    def gradient(self, theta: torch.Tensor, version: int) -> Gradient:
+        empty = np.zeros(0)
+        return Gradient(version, 10, empty, empty, grad=torch.ones_like(theta))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_worker_anneals_the_rate_by_the_steps_before_its_rollout():
+    """lr_k = 0.01 (1 - 10 k / 100) for the k-th rollout of 10 steps, as A2C and PPO anneal
+    (and the Ray transport): the k-th step may not already count its own rollout."""
+    config = A3CConfig(steps=100, learning_rate=0.01, anneal_lr=True)
+    theta = nn.Parameter(torch.zeros(3))
+    learner = Learner(config, torch.optim.SGD([theta], lr=config.learning_rate))
+    rates = []
+    apply = learner.apply
+    learner.apply = lambda grad, steps: rates.append(apply(grad, steps)) or rates[-1]
+    shared = _Shared(mp.get_context("spawn"), 0)
+    _work(0, _TenStepRollouts(), learner, shared, os.getppid())
+    assert rates == pytest.approx([0.01 * (1 - 10 * k / 100) for k in range(10)])
+    # plain SGD on a gradient of ones moves theta by minus the sum of the rates
+    torch.testing.assert_close(theta.detach(), torch.full((3,), -0.01 * 5.5))
 
 
 def test_workers_are_spawned_with_one_thread_each_and_train_the_shared_model():

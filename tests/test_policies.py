@@ -78,6 +78,41 @@ def test_reparameterised_sample_carries_gradients_to_the_mean():
     assert mean.grad is not None and (mean.grad > 0).all()  # d tanh(u)/du > 0
 
 
+def squashed_entropy_by_quadrature(mean: float, std: float, scale: float) -> float:
+    """H(a) for a = loc + scale tanh(u), u ~ N(mean, std^2), by the change of variables:
+    H(u) + log scale + E[log(1 - tanh(u)^2)], E by the trapezoid rule over mean +- 12 std."""
+    u = np.linspace(mean - 12 * std, mean + 12 * std, 200_001)
+    density = np.exp(-0.5 * ((u - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
+    log_jacobian = -2 * (np.abs(u) + np.log1p(np.exp(-2 * np.abs(u))) - math.log(2))  # -2 log cosh
+    gaussian = 0.5 * math.log(2 * math.pi * math.e * std**2)
+    return gaussian + math.log(scale) + float(np.trapezoid(density * log_jacobian, u))
+
+
+@pytest.mark.parametrize(("mean", "std", "scale"), [(0.0, 1.0, 1.0), (0.7, 0.4, 2.5)])
+def test_squashed_entropy_estimate_averages_to_the_entropy_and_its_gradient(mean, std, scale):
+    """``entropy()`` is the one-sample estimate -log pi(a), a reparameterised: over many
+    samples its mean is H and its gradient's mean is dH/d(mean), dH/d(log std) (the entropy
+    bonus of squashed PPO/A2C), both against quadrature and central differences of it."""
+    n = 400_000
+    mu = torch.full((n, 1), mean, dtype=torch.float64, requires_grad=True)
+    log_std = torch.full((n, 1), math.log(std), dtype=torch.float64, requires_grad=True)
+    loc = torch.zeros(1, dtype=torch.float64)
+    dist = SquashedNormal(mu, log_std, loc, torch.full((1,), scale, dtype=torch.float64))
+    torch.manual_seed(0)
+    estimate = dist.entropy().mean()
+    estimate.backward()
+    h = squashed_entropy_by_quadrature(mean, std, scale)
+    assert float(estimate.detach()) == pytest.approx(h, abs=0.01)
+
+    def slope(h_at, d: float = 1e-4) -> float:  # dH/dx at 0, by central differences
+        return (h_at(d) - h_at(-d)) / (2 * d)
+
+    dh_dmean = slope(lambda e: squashed_entropy_by_quadrature(mean + e, std, scale))
+    dh_dlogstd = slope(lambda e: squashed_entropy_by_quadrature(mean, std * math.exp(e), scale))
+    assert float(mu.grad.sum()) == pytest.approx(dh_dmean, abs=0.01)
+    assert float(log_std.grad.sum()) == pytest.approx(dh_dlogstd, abs=0.01)
+
+
 def test_categorical_matches_torch_distributions():
     torch.manual_seed(0)
     logits = torch.randn(7, 4, requires_grad=True)
@@ -138,6 +173,20 @@ def test_gaussian_state_std_is_clamped():
             policy.log_std_head.bias.fill_(bias)
         std = policy.distribution(obs).stddev
         assert torch.allclose(std, torch.full((4, 1), math.exp(log_std)))
+
+
+@pytest.mark.parametrize("ortho_init", [True, False])
+def test_gaussian_state_std_starts_at_log_std_init(ortho_init):
+    """log sigma(s) = w z(s) + b with b = log_std_init; orthogonal rows of gain 0.01 and tanh
+    features (|z_i| <= 1, 64 of them) keep |w z| <= 0.01 * 8, so sigma starts within that of
+    exp(log_std_init). PyTorch's default weights (SAC's ortho_init=False) only set b."""
+    space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    torch.manual_seed(0)
+    policy = GaussianPolicy(BOX_OBS, space, std="state", log_std_init=-1.5, ortho_init=ortho_init)
+    assert policy.log_std_head.bias.tolist() == [-1.5, -1.5]
+    if ortho_init:
+        log_std = policy.distribution(torch.randn(100, 3) * 3).stddev.log()
+        assert (log_std + 1.5).abs().max() <= 0.08
 
 
 def test_unsquashed_log_prob_is_not_clipped_to_the_bounds():

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+import pgrad
 from pgrad.algos import reinforce
 from pgrad.algos.a2c import A2C, A2CConfig
 from pgrad.algos.ppo import PPO, PPOConfig
@@ -233,6 +234,36 @@ def test_learning_rate_anneals_linearly_to_zero(algo):
         trained, *_, metrics = updated(algo_cls, config, DISCRETE, steps_done=done)
         assert metrics["learning_rate"] == pytest.approx(lr)
         assert all(g["lr"] == pytest.approx(lr) for g in trained.optimizer.param_groups)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "torch"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_a_rollout_of_only_ignored_autoreset_steps_changes_nothing(algo, fast):
+    """With n_steps = 1, the rollout after an episode ends holds only the ignored autoreset
+    step: the update must leave the parameters and the step count as they were, log NaN losses,
+    and not crash (PPO used to divide by its empty batch)."""
+    common = {"n_envs": N, "n_steps": T, "learning_rate": 0.01, "fast": fast}
+    if algo == "ppo":
+        algo_cls, config = PPO, PPOConfig(batch_size=8, n_epochs=2, **common)
+    else:
+        algo_cls, config = A2C, A2CConfig(**common)
+    nothing = torch.zeros(T, N, dtype=torch.bool)
+    trained, start, _, metrics = updated(algo_cls, config, CONTINUOUS, nothing, steps_done=250)
+    assert torch.equal(flat(start), flat(trained.model))
+    assert trained.steps == 250
+    assert metrics["steps"] == 0
+    assert all(math.isnan(metrics[k]) for k in ("policy_loss", "value_loss", "grad_norm"))
+
+
+def test_ppo_trains_with_one_env_and_one_step_rollouts(tmp_path):
+    """The user-facing case of the test above: CartPole's random episodes end every ~20 steps,
+    so 300 steps of 1-step rollouts pass several empty ones."""
+    run = pgrad.train(
+        "ppo", "CartPole-v1", steps=300, seed=0, n_envs=1, n_steps=1, batch_size=1, n_epochs=1,
+        eval_episodes=1, log_every=1, run_dir=tmp_path / "r",
+    )  # fmt: skip
+    assert run.summary["steps"] >= 300
+    assert sum(r["episode_return"] == r["episode_return"] for r in run.metrics()) >= 3
 
 
 def reference_a2c(model, batch: Batch, cfg: A2CConfig) -> None:
@@ -455,6 +486,8 @@ def test_sac_updates_equal_a_from_scratch_sac(option):
     config = SACConfig(hidden_sizes=(16, 16), **{"learning_rate": 0.003, **SAC_OPTIONS[option]})
     torch.manual_seed(0)
     sac = SAC(config, make_vec_env("Pendulum-v1", 1), seed=0)  # actions in [-2, 2]
+    # Q' starts as Q (the reference below takes the library's starting targets as given)
+    assert torch.equal(flat(sac.model.targets), flat(sac.model.critics))
     start = copy.deepcopy(sac.model)
     batches, seeds = [sac_batch(k) for k in range(3)], [11, 12, 13]
     for batch, seed in zip(batches, seeds, strict=True):

@@ -105,7 +105,10 @@ def clip_fraction(log_ratio: torch.Tensor, clip_range: float) -> torch.Tensor:
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
-    """1 - Var[target - prediction] / Var[target]: 1 is a perfect critic, 0 a constant one."""
+    """1 - Var[target - prediction] / Var[target]: 1 is a perfect critic, 0 a constant one;
+    NaN where Var[target] is 0 or undefined (fewer than two targets)."""
+    if targets.numel() < 2:
+        return float("nan")
     variance = targets.var()
     if variance == 0:
         return float("nan")

@@ -105,6 +105,8 @@ def minibatches(
     Each epoch gathers the whole batch in one shuffled order and slices it, rather than
     gathering every minibatch; with one minibatch per epoch there is nothing to shuffle."""
     n, size = len(obs), config.batch_size
+    if n == 0:  # every env was on its ignored autoreset step (n_steps = 1): nothing to fit
+        return
     whole = None
     for perm in minibatch_orders(n, size, config.n_epochs):
         if perm is None:

@@ -121,12 +121,13 @@ def _work(rank: int, work: Any, learner: Any, shared: _Shared, parent: int) -> N
             return
         gradient = work.gradient(learner.theta, shared.version.value)
         with shared.steps.get_lock():
+            done = shared.steps.value  # the schedule's clock: steps before this rollout's
             shared.steps.value += gradient.steps
         if gradient.nonfinite is not None:
             raise NonFiniteError(gradient.nonfinite)
         values = None
         if gradient.grad is not None:
-            lr = learner.apply(gradient.grad, shared.steps.value)
+            lr = learner.apply(gradient.grad, done)
             with shared.version.get_lock():
                 lag = shared.version.value - gradient.version
                 shared.version.value += 1
