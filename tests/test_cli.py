@@ -164,5 +164,24 @@ def test_train_resume_names_the_runs_algorithm_and_env(monkeypatch, capsys, tmp_
     args = ["--steps", "600", "--run-dir", str(run), "--set", "eval_episodes=1"]
     code, _, _ = run_cli(monkeypatch, capsys, "train", "reinforce", "--env", "Acrobot-v1", *args)
     assert code == 0
-    code, out, _ = run_cli(monkeypatch, capsys, "train", "--resume", str(run), "--steps", "1200")
+    code, out, _ = run_cli(monkeypatch, capsys, "train", "--resume", str(run), "--steps", "8000")
     assert code == 0 and "reinforce on Acrobot-v1: evaluation return" in " ".join(out.split())
+
+
+def test_a_resume_below_the_steps_done_is_one_line_and_changes_nothing(
+    monkeypatch, capsys, tmp_path
+):
+    """SAC's replay buffer is sized by the budget: a smaller one could not hold what is saved."""
+    run = tmp_path / "r"
+    args = ["--steps", "300", "--run-dir", str(run), "--set", "learning_starts=100",
+            "--set", "hidden_sizes=[8]", "--set", "eval_episodes=1"]  # fmt: skip
+    code, _, _ = run_cli(monkeypatch, capsys, "train", "sac", "--env", "Pendulum-v1", *args)
+    assert code == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", str(run), "--steps", "200")
+    assert code == 2
+    assert err.strip() == (
+        "error: steps 200 is below the 300 this run has done; resume takes a larger budget, "
+        "or none to finish the run's own"
+    )
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -215,3 +215,26 @@ def test_reward_scaling_restarts_its_discounted_return_at_truncations():
             assert t == 499
             expected = 0.0
         assert wrapper.accumulated_reward[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_resume_in_fresh_episodes_does_not_replay_the_runs_first_starts():
+    """Where an env's state cannot be saved (MuJoCo), a resume builds it anew with the run's
+    seed and starts new episodes: seeded from the restored sampling generator, so that they
+    are not the run's first starts again, and the same checkpoint gives the same starts."""
+
+    def fresh() -> Rollout:  # what a run (or a resume) builds: its env, reset with its seed
+        torch.manual_seed(0)
+        return Rollout(make_vec_env("Pendulum-v1", 2), n_steps=4, seed=0)
+
+    run = fresh()
+    saved, seen = run.state(), [run.stepper.obs.copy()]
+    for _ in range(3):  # the run's next starts, drawn on from its seed
+        run.stepper.reset(None)
+        seen.append(run.stepper.obs.copy())
+    starts = []
+    for _ in range(2):
+        resumed = fresh()
+        resumed.load_state(saved, resumed.stepper.envs, env_restored=False)
+        starts.append(resumed.stepper.obs.copy())
+    assert not any(np.allclose(starts[0], obs) for obs in seen)
+    np.testing.assert_array_equal(starts[0], starts[1])

@@ -208,10 +208,16 @@ def _sac(tmp_path, name: str, steps: int, **kw):
                        checkpoint_every=400, **kw)  # fmt: skip
 
 
-def test_a_resumed_sac_run_logs_what_an_uninterrupted_one_logs(tmp_path):
-    """The replay buffer, the three optimizers, log alpha and the targets all come back."""
-    reference = _sac(tmp_path, "ref", 800, log_every=100)
-    _sac(tmp_path, "cut", 400, log_every=100)
+@pytest.mark.parametrize(
+    "on",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs a CUDA device"))],
+)  # fmt: skip
+def test_a_resumed_sac_run_logs_what_an_uninterrupted_one_logs(tmp_path, on):
+    """The replay buffer, the three optimizers, log alpha, the targets and the random state
+    of the device that draws the actor's samples all come back."""
+    reference = _sac(tmp_path, "ref", 800, log_every=100, device=on)
+    _sac(tmp_path, "cut", 400, log_every=100, device=on)
     resumed = pgrad.train(resume=tmp_path / "cut", steps=800)
     assert resumed.metrics() and reference.metrics()
     ref_rows, got_rows = reference.metrics(), resumed.metrics()

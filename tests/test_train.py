@@ -1,5 +1,6 @@
 """Training end to end: determinism, the Python API, checkpoints, and learning."""
 
+import csv
 import io
 import json
 
@@ -75,6 +76,32 @@ def test_checkpoints_keep_the_newest(tmp_path):
     assert len(kept) == 2
     assert int(kept[-1].stem.split("-")[1]) == run.summary["steps"]
     assert not list((run.path / "checkpoints").glob(".*tmp"))
+
+
+def test_resumed_and_rolled_back_logs_hold_each_step_once_in_csv_and_tensorboard(tmp_path):
+    """Rows logged after the checkpoint a run goes back to (a resume, a NaN rollback) are
+    dropped from metrics.csv and, through ``purge_step``, from what TensorBoard reads."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pgrad.logging import MetricsLogger
+
+    first = MetricsLogger(tmp_path, 100)
+    for step in (10, 20, 30, 40):
+        first.write(step, {"x": 1.0})
+    first.close()
+    resumed = MetricsLogger(tmp_path, 100, keep_rows_to=20)  # resumed from step 20
+    resumed.write(30, {"x": 2.0})
+    resumed.truncate(20)  # a rollback to step 20
+    for step in (30, 40, 50):
+        resumed.write(step, {"x": 3.0})
+    resumed.close()
+    expected = [(10, 1.0), (20, 1.0), (30, 3.0), (40, 3.0), (50, 3.0)]
+    board = EventAccumulator(str(tmp_path))
+    board.Reload()
+    assert [(e.step, e.value) for e in board.Scalars("train/x")] == expected
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert [(int(r["step"]), float(r["x"])) for r in csv.DictReader(f)] == expected
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 3
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "reinforce_baseline"])

@@ -266,6 +266,41 @@ def test_a_run_killed_twice_between_checkpoints_and_resumed_logs_what_an_uninter
     _assert_logs_like(run_dir, uninterrupted[algo])
 
 
+KILLED_IN_FIRST_UPDATE = """
+import os, signal, sys
+from pgrad.algos.ppo import PPO
+from pgrad.cli import main
+
+PPO.iterate = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+sys.argv = ["pgrad", "train", "--resume", sys.argv[1], "--no-progress"]
+main()
+"""
+
+
+def test_a_resume_killed_before_its_first_row_keeps_the_rows_up_to_its_checkpoint(
+    tmp_path, uninterrupted
+):
+    """A resume cuts metrics.csv back to the checkpoint's step; killed in its first update
+    (before any new row), the file must still hold every row up to that step (it used to be
+    left empty), and resuming again still logs what the uninterrupted run logged."""
+    run_dir = tmp_path / "killed"
+    _killed("before", 3, *_args("ppo"), "--run-dir", str(run_dir))
+    header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
+    step = load(run_dir).step
+    assert any(int(r.split(",")[0]) > step for r in rows)  # rows the resume must drop
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_FIRST_UPDATE, str(run_dir)],
+        capture_output=True, text=True, timeout=HANG_GUARD_S,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    kept = [r for r in rows if int(r.split(",")[0]) <= step]
+    assert len(kept) >= 2
+    assert (run_dir / "metrics.csv").read_text().splitlines() == [header, *kept]
+    resumed = _pgrad("--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_logs_like(run_dir, uninterrupted["ppo"])
+
+
 def test_watchdog_leaves_a_temperature_controlled_entropy_alone():
     """SAC steers its entropy down to a (negative) target on purpose: no collapse warning."""
     dog = Watchdog(total_steps=100_000)

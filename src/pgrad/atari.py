@@ -4,6 +4,8 @@ Each sub-env is, inside out:
 
 - the ALE env with ``frameskip=1`` (``ALE/*-v5`` keep their sticky actions, p = 0.25;
   ``*NoFrameskip-v4`` have none);
+- ``EmulatorState``: pickles the emulator's state with the env, so a resumed run continues
+  the same games;
 - ``AtariPreprocessing``: up to 30 no-op actions at reset, 4 frames per action with the max of
   the last two, 84x84 grayscale ``uint8``;
 - ``RecordEpisodeStatistics``: the true game score and length, before anything below changes
@@ -45,6 +47,24 @@ def is_atari(env_id: str) -> bool:
         return True
     spec = gym.registry.get(name)
     return spec is not None and "ale_py" in str(spec.entry_point)
+
+
+class EmulatorState(gym.Wrapper):
+    """Carries the emulator (RAM, frame counters, sticky-action RNG) and the env's NumPy
+    generator (no-op starts) through pickling. ale-py's env pickles as its constructor's
+    arguments, so without this an unpickled env is a new game at frame 0 while the wrappers
+    above it still hold the old game's lives, frames and score."""
+
+    def __getstate__(self) -> dict:
+        game = self.env.unwrapped
+        return {**self.__dict__, "_saved": (game.ale.cloneState(include_rng=True), game.np_random)}
+
+    def __setstate__(self, state: dict) -> None:
+        emulator, np_random = state.pop("_saved")
+        self.__dict__.update(state)
+        game = self.env.unwrapped
+        game.ale.restoreState(emulator)
+        game.np_random = np_random
 
 
 class EpisodicLife(gym.Wrapper):
@@ -107,6 +127,7 @@ def _preprocessing(env: gym.Env) -> gym.Env:
 def wrappers() -> list[Callable[[gym.Env], gym.Env]]:
     """The per-sub-env wrapper chain (module docstring), innermost first."""
     return [
+        EmulatorState,
         _preprocessing,
         gym.wrappers.RecordEpisodeStatistics,
         EpisodicLife,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pgrad.runs import atomic_write
 
 
 class MetricsLogger:
@@ -31,13 +34,11 @@ class MetricsLogger:
     ):
         """With ``keep_rows_to`` (a resumed run), the existing rows up to that step are kept and
         later ones (logged after the checkpoint being resumed from) dropped."""
-        from torch.utils.tensorboard import SummaryWriter
-
         self.run_dir = run_dir
         self.headline = headline
         self.file = None
         self._open(keep_rows_to)
-        self.tensorboard = SummaryWriter(str(run_dir))
+        self.tensorboard = self._tensorboard(keep_rows_to)
         self.start = time.perf_counter()
         self.progress: Progress | None = None
         if progress:
@@ -53,23 +54,40 @@ class MetricsLogger:
             self.progress.start()
 
     def _open(self, keep_rows_to: int | None) -> None:
-        header, rows = None, []
+        """Open ``metrics.csv``: a new file, or (``keep_rows_to``) the existing one cut back to
+        its rows up to that step, replaced atomically so that a kill meanwhile leaves the old
+        rows whole, and appended to from there."""
+        header = None
         path = self.run_dir / "metrics.csv"
         if self.file is not None:
             self.file.close()
         if keep_rows_to is not None and path.exists():
             with open(path, newline="") as f:
                 header, *rows = list(csv.reader(f)) or [None]
-            rows = [r for r in rows if int(r[0]) <= keep_rows_to]
-        self.file = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
+            if header:
+                text = io.StringIO(newline="")
+                csv.writer(text).writerows(
+                    [header, *(r for r in rows if int(r[0]) <= keep_rows_to)]
+                )
+                atomic_write(path, text.getvalue().encode())
+        self.file = open(path, "a" if header else "w", newline="")  # noqa: SIM115 (see close())
         self.writer: csv.DictWriter | None = None
         if header:
-            csv.writer(self.file).writerows([header, *rows])
             self.writer = csv.DictWriter(self.file, fieldnames=header)
+
+    def _tensorboard(self, keep_rows_to: int | None) -> Any:
+        """A writer of a new events file; with ``keep_rows_to``, it tells TensorBoard to drop the
+        earlier files' events after that step (``purge_step``), as ``_open`` drops the rows."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = None if keep_rows_to is None else keep_rows_to + 1
+        return SummaryWriter(str(self.run_dir), purge_step=purge)
 
     def truncate(self, step: int) -> None:
         """Drop the rows logged after ``step`` (going back to a checkpoint)."""
         self._open(step)
+        self.tensorboard.close()
+        self.tensorboard = self._tensorboard(step)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}

@@ -204,8 +204,8 @@ class Stepper:
         restored env the state was taken with, else in new episodes of ``envs``."""
         self.envs = envs
         self.rng.bit_generator.state = state["rng"]
-        if not env_restored:
-            self.reset(None)
+        if not env_restored:  # seeded from the restored generator: the run's own seed would
+            self.reset(int(self.rng.integers(2**31)))  # replay the starts it began with
             return
         for k in self.STATE:
             setattr(self, k, state[k])

@@ -288,16 +288,15 @@ def _env_blob(envs: gym.vector.VectorEnv) -> bytes | None:
 def _training_state(loop: Loop, algorithm: algos.Algorithm, envs: gym.vector.VectorEnv) -> Any:
     """Everything else ``resume`` restores, pickled into a byte tensor (the checkpoint itself
     stays loadable with ``weights_only=True``)."""
-    payload = {
-        "loop": loop,
-        "algorithm": algorithm.state(),
-        "envs": _env_blob(envs),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-        },
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
     }
+    on = device.of(algorithm.model)
+    if on.type == "cuda":  # the generator of the GPU the run samples on
+        rng["cuda"] = torch.cuda.get_rng_state(on)
+    payload = {"loop": loop, "algorithm": algorithm.state(), "envs": _env_blob(envs), "rng": rng}
     return torch.frombuffer(bytearray(pickle.dumps(payload)), dtype=torch.uint8)
 
 
@@ -317,6 +316,11 @@ def _resume_config(
     state = runs.load_checkpoint(run.latest_checkpoint())
     if "training" not in state:
         raise PgradError(f"{run.latest_checkpoint()} holds no training state to resume from")
+    if steps is not None and steps < state["step"]:
+        raise PgradError(
+            f"steps {steps:,} is below the {state['step']:,} this run has done; resume takes "
+            "a larger budget, or none to finish the run's own"
+        )
     if steps is not None:
         runs.write_yaml(run.path / "config.yaml", {**meta, "steps": steps})
     return run.path, algo, env, cfg, state
@@ -346,4 +350,7 @@ def _restore(
     torch.set_rng_state(payload["rng"]["torch"])
     np.random.set_state(payload["rng"]["numpy"])
     random.setstate(payload["rng"]["python"])
+    on = device.of(algorithm.model)
+    if "cuda" in payload["rng"] and on.type == "cuda":  # not when a GPU run goes on on the CPU
+        torch.cuda.set_rng_state(payload["rng"]["cuda"], on)
     return envs, loop
