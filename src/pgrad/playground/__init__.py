@@ -9,8 +9,9 @@ The parts, each with one job:
   rock-paper-scissors); ``measure``: the gradient-estimator lab at the current policy;
 - ``lifeline``: what makes every child process end with the server;
 - ``app``/``server``: the FastAPI routes and the uvicorn server (the ``playground`` extra);
+- ``guard``: what requests get in (the Host and Origin checks, the body size limit);
 - ``gridworld``: a tiny Gymnasium env to learn on.
 
-Only ``app``, ``form`` and ``server`` import the web framework, so runs of the gridworld
+Only ``app``, ``form``, ``guard`` and ``server`` import the web framework, so runs of the gridworld
 (``pgrad.playground.gridworld:GridWorld-v0``) load without the extra.
 """

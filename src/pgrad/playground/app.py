@@ -7,10 +7,11 @@
 | ``POST /api/runs`` | start a run: 201, 422 with pgrad's message, or 429 when full |
 | ``GET /api/runs`` | every run of this server and its state |
 | ``GET /api/runs/{id}/events`` | server-sent events: rows, frames, warnings, status |
-| ``POST /api/runs/{id}/{pause,resume,stop,measure}`` | control a run |
+| ``POST /api/runs/{id}/{pause,resume,stop,measure}`` | control a run (measure: 429 when full) |
 | ``GET /api/runs/{id}/download`` | the run directory as a zip |
 
-Run ids are made by the server and only looked up, never joined into a path.
+Run ids are made by the server and only looked up, never joined into a path. Every request
+passes ``guard.Guard`` first (its Host, its Origin, its body's size).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from pgrad.errors import PgradError
 from pgrad.playground import choices
 from pgrad.playground.form import FormError, RunRequest, check, defaults
+from pgrad.playground.guard import Guard
 from pgrad.playground.sessions import END, Busy, Manager, Run
 
 STATIC = Path(str(resources.files("pgrad.playground") / "static"))
@@ -40,8 +42,9 @@ PING_S = 2.0
 """Seconds between keep-alive comments on an idle stream (how a closed tab is noticed)."""
 
 
-def create_app(root: Path, max_runs: int) -> FastAPI:
-    """The app; its runs go under ``root``, at most ``max_runs`` training at once."""
+def create_app(root: Path, max_runs: int, hosts: set[str] | None) -> FastAPI:
+    """The app; its runs go under ``root``, at most ``max_runs`` training (and as many measuring)
+    at once; it answers only requests whose Host header is one of ``hosts`` (None: any)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +55,7 @@ def create_app(root: Path, max_runs: int) -> FastAPI:
     app = FastAPI(title="pgrad playground", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, hosts=hosts)
     app.add_exception_handler(RequestValidationError, _invalid)
     table = {a: {e: defaults(a, e) for e in choices.ENVS} for a in choices.ALGOS}
 
@@ -95,6 +99,8 @@ def create_app(root: Path, max_runs: int) -> FastAPI:
         elif action == "measure":
             try:
                 manager().measure(run)
+            except Busy as e:
+                return JSONResponse({"detail": str(e)}, status_code=429)
             except PgradError as e:
                 return JSONResponse({"detail": str(e)}, status_code=409)
         else:

@@ -136,6 +136,8 @@ FIXED: dict[str, Any] = {
 """Settings the playground itself chooses for every gym run (not knobs)."""
 MAX_STEPS = 2_000_000
 MAX_ROUNDS = 20_000
+MAX_SEED = 2**31 - 1
+"""The largest seed the playground takes (seeds are 0 and up)."""
 
 
 def knobs_of(algo: str, env: str) -> tuple[str, ...]:

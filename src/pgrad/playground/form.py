@@ -3,7 +3,9 @@
 The request names an env and an algorithm by key from ``choices`` and sets knobs, nothing else:
 an unknown field is refused by the model (``extra="forbid"``). The values are then checked by
 pgrad's own config resolution (``pgrad.train.resolve``), so a learning rate of -1 is refused with
-the message ``pgrad train`` would print, and nothing starts.
+the message ``pgrad train`` would print, and nothing starts. Values pgrad accepts but the page's
+sliders do not offer (a learning rate of 1e6) are refused too: each knob must lie within the
+range ``choices.KNOBS`` advertises, the seed within ``0..choices.MAX_SEED``.
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ def check(request: RunRequest) -> RunSpec:
         if key not in knobs:
             raise FormError(f"{key} is not a knob of {choices.ALGOS[algo].label} here", key)
     label = f"{choices.ALGOS[algo].label} on {env.label}"
+    if not 0 <= seed <= choices.MAX_SEED:
+        raise FormError(f"seed must be in [0, {choices.MAX_SEED}], got {seed}", "seed")
     if env.key == choices.RPS:
         _check_rps(steps, seed, values)
+        _check_ranges(values)
         return RunSpec(algo, env.key, env.gym_id, steps, seed, values, label)
     if steps > choices.MAX_STEPS:
         raise FormError(f"steps must be <= {choices.MAX_STEPS:,} in the playground", "steps")
@@ -88,7 +93,18 @@ def check(request: RunRequest) -> RunSpec:
         resolve(algo, env.gym_id, steps, seed, **overrides)
     except PgradError as e:
         raise FormError(str(e), field_of(str(e))) from None
+    _check_ranges(values)
     return RunSpec(algo, env.key, env.gym_id, steps, seed, overrides, label)
+
+
+def _check_ranges(knobs: dict[str, Any]) -> None:
+    """Each knob within its slider's range (after pgrad's own checks, so that a value pgrad
+    refuses gets pgrad's message)."""
+    for key, value in knobs.items():
+        knob = choices.KNOBS[key]
+        if knob.kind != "bool" and not knob.low <= value <= knob.high:
+            raise FormError(f"{key} must be in [{knob.low:g}, {knob.high:g}] in the playground, "
+                            f"got {value:g}", key)  # fmt: skip
 
 
 def fixed(algo: str) -> dict[str, Any]:

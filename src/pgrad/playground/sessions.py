@@ -1,5 +1,6 @@
 """The server's runs: one worker process each (multiprocessing, spawn), at most ``max_runs`` at
-once, their events kept and fanned out to every page that watches them.
+once, and at most ``max_runs`` estimator measurements at once besides; their events kept and
+fanned out to every page that watches them.
 
 Threads and the event loop: a reader thread per child blocks on its pipe and hands each event to
 the event loop (``call_soon_threadsafe``); everything else here runs on the loop, so a run's
@@ -99,6 +100,9 @@ class Manager:
     def live(self) -> int:
         return sum(run.live for run in self.runs.values())
 
+    def measuring(self) -> int:
+        return sum(run.measuring is not None for run in self.runs.values())
+
     def start(self, spec: RunSpec) -> Run:
         """A new worker for ``spec`` (already checked), if there is room."""
         if self.closing:
@@ -167,6 +171,11 @@ class Manager:
             raise PgradError("the estimator lab measures policies of Gymnasium envs")
         if run.measuring is not None:
             raise PgradError("already measuring this run")
+        if self.measuring() >= self.max_runs:
+            raise Busy(
+                f"{self.max_runs} runs are already being measured (the server's --max-runs): "
+                "wait for one to finish"
+            )
         found = runs.checkpoints(run.path) if run.path.is_dir() else []
         if not found:
             raise PgradError("no checkpoint yet (one is written every 5,000 steps): wait a little")
