@@ -29,10 +29,25 @@ from cli_runner import HANG_GUARD_S, run_cli
         (["train", "ppo", "--run-dir", "/proc/pgrad-run"], "cannot write run directory"),
         (["train", "--resume", "/nonexistent/run"], "'/nonexistent/run' does not exist"),
         (["train", "--resume", "/nonexistent/run", "--set", "gamma=0.9"], "takes only --steps"),
-        (["train"], "train needs an algorithm name"),
+        (["train"], "train needs an algorithm (see `pgrad algos`), or --resume RUN_DIR"),
         (["export", "/nonexistent/run"], "does not exist"),
         (["record", "/nonexistent/run"], "does not exist"),
         (["report", "/nonexistent/run"], "does not exist"),
+        (["train", "--resume", sys.executable], "is a file, not a run directory"),
+        (["train", "ppo", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["train", "ppo", "--steps", "abc"], "got 'abc'"),
+        (["eval", "/nonexistent/run", "--episodes", "0"], "'--episodes'"),
+        (["eval", "/nonexistent/run", "--seed", "-1"], "got '-1'"),
+        (["lab", "rps", "--seed", "-1"], "'--seed'"),
+        (["rlhf", "sft", "--seed", "-1"], "'--seed'"),
+        (["rlhf", "sft", "--set", "seed=-1"], "seed must be >= 0, got -1"),
+        (["rlhf", "train", "rloo", "--set", "nosuch=1"], "its keys: "),
+        (["algos", "rlhf", "rloo"], "unexpected extra argument"),
+        (["rlhf", "reward"], "Missing option '--policy'"),
+        (["train", "ppo", "--env", ":"], "env ':': '' is not a module name"),
+        (["train", "ppo", "--env", ".rel:Foo-v0"], "'.rel' is not a module name"),
+        (["rlhf", "train", "rloo", "--reward", ".x:f"], "'.x' is not a module name"),
+        (["train", "ppo", "--set", "hidden_sizes=[1,"], "expects a list of int, got '[1,'"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path, args, message):
@@ -185,3 +200,30 @@ def test_a_resume_below_the_steps_done_is_one_line_and_changes_nothing(
         "or none to finish the run's own"
     )
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_bad_output_paths_are_one_line_and_write_nothing(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "run"
+    code, _, _ = run_cli(monkeypatch, capsys, "train", "reinforce", "--steps", "300",
+                         "--run-dir", str(run), "--set", "eval_episodes=1")  # fmt: skip
+    assert code == 0
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file.txt").write_text("")
+    (tmp_path / "a-folder").mkdir()
+    cases = [
+        (["export", str(run), "--out", "policy.txt"], "expected a file ending in .pt2"),
+        (["export", str(run), "--out", "a-folder"], "it is a folder; expected a file path"),
+        (["report", str(run), "--out", "report.txt"], "expected a file ending in .html"),
+        (["plot", str(run), "--out", "curve.txt"], "expected a file ending in .eps"),
+        (["lab", "rps", "--rounds", "10", "--out", "a-file.txt"], "it is a file"),
+        (["lab", "variance", "--env", "Pendulum-v1", "--checkpoint", str(run)],
+         "was trained on 'CartPole-v1', not --env 'Pendulum-v1'"),
+    ]  # fmt: skip
+    before = sorted(tmp_path.rglob("*"))
+    for args, message in cases:
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], (args, err)
+    assert sorted(tmp_path.rglob("*")) == before
+    code, _, _ = run_cli(monkeypatch, capsys, "plot", str(run), "--out", "new/curve.svg")
+    assert code == 0 and (tmp_path / "new" / "curve.svg").stat().st_size > 0

@@ -78,6 +78,8 @@ def train(
         raise PgradError(
             "--resume continues a run as configured; it takes only --steps and --device"
         )
+    if algo is None and resume is None:
+        raise PgradError("train needs an algorithm (see `pgrad algos`), or --resume RUN_DIR")
     if device is not None:
         overrides["device"] = device
     run = run_training(
@@ -113,7 +115,7 @@ def train(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 10,
-    seed: Annotated[int | None, typer.Option(help="Seed of the evaluation envs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the evaluation envs.", min=0)] = None,
     stochastic: Annotated[bool, typer.Option(help="Sample actions instead of the mode.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -143,7 +145,7 @@ def evaluate(
 def export_policy(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     format_: Annotated[
-        str, typer.Option("--format", help="pt2 (torch.export) or onnx (needs pgrad[export]).")
+        str, typer.Option("--format", help="pt2 (torch.export) or onnx (needs pgrad\\[export]).")
     ] = "pt2",
     out: Annotated[Path | None, typer.Option(help="File to write (default: in RUN_DIR).")] = None,
 ) -> None:
@@ -156,11 +158,11 @@ def export_policy(
 @app.command()
 def record(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    out: Annotated[Path, typer.Option(help="video.gif, or video.mp4 (needs pgrad[video]).")] = Path(
-        "video.gif"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="video.gif, or video.mp4 (needs pgrad\\[video]).")
+    ] = Path("video.gif"),
     episodes: Annotated[int, typer.Option(min=1, help="Episodes to record.")] = 1,
-    seed: Annotated[int | None, typer.Option(help="Seed of the first episode.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first episode.", min=0)] = None,
     stochastic: Annotated[bool, typer.Option(help="Sample actions instead of the mode.")] = False,
 ) -> None:
     """Render episodes of the latest policy to a GIF or MP4."""
@@ -314,7 +316,7 @@ def lab_variance(
     train_steps: Annotated[
         int, typer.Option(min=1, help="Steps of the default partially trained policy.")
     ] = 20_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     out: Annotated[Path, typer.Option(help="Directory for results.json and the plot.")] = Path(
         "lab/variance"
     ),
@@ -323,7 +325,9 @@ def lab_variance(
     import numpy as np
 
     from pgrad.lab import tabular, variance
+    from pgrad.runs import Run, output_folder
 
+    output_folder(out)
     if env in TABULAR:
         if checkpoint is not None:
             raise PgradError("--checkpoint is for gym envs; a tabular MDP uses a random policy")
@@ -334,6 +338,9 @@ def lab_variance(
         from pgrad.envs import check_env_id
 
         check_env_id(env)
+        if checkpoint is not None and (trained_on := Run.open(checkpoint).config["env"]) != env:
+            raise PgradError(f"--checkpoint {str(checkpoint)!r} was trained on {trained_on!r}, "
+                             f"not --env {env!r}")  # fmt: skip
         if checkpoint is None:
             from pgrad.train import train as run_training
 
@@ -354,15 +361,16 @@ def lab_variance(
 @lab.command("rps")
 def lab_rps(
     rounds: Annotated[int, typer.Option(min=10, help="Rounds of 32 games each.")] = 3000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     out: Annotated[Path, typer.Option(help="Directory for results.json and the plot.")] = Path(
         "lab/rps"
     ),
 ) -> None:
     """Rock-paper-scissors against an exploiting opponent: softmax PG vs a greedy learner."""
     from pgrad.lab import rps
+    from pgrad.runs import output_folder
 
-    results = rps.run(out, rounds, seed)
+    results = rps.run(output_folder(out), rounds, seed)
     pg, greedy = results["policy_gradient"], results["greedy"]
     console.print(
         f"policy gradient: final policy {pg['final_policy']}, exploitability "
@@ -372,11 +380,43 @@ def lab_rps(
     console.print(f"results: {out / 'results.json'}, plot: {out / 'rps.png'}")
 
 
+# Click's exception classes, found from typer's public ones: newer typer vendors its own click.
+_UsageError, _ClickException = (
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+    for name in ("UsageError", "ClickException")
+)
+
+
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
     except PgradError as e:
-        # escape: messages quote user input and extras like '.[ray]', which are not markup.
-        message = f"[red]error:[/] {escape(str(e))}"
-        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(e))
+    except _UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `pgrad` or `pgrad rlhf`: the help
+            e.show()
+            sys.exit(e.exit_code)
+        # A bad option value, a missing or extra argument: one line, not a usage box.
+        where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+        _error(f"{where}{e.format_message()}{_given(e)} (see --help)")
+    except _ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        Console(stderr=True).print("Aborted.")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _given(e: Exception) -> str:
+    """ ", got VALUE" where typer's message leaves the value out (its pydantic coercion's)."""
+    errors = getattr(e.__cause__, "errors", None)
+    return f", got {errors()[0]['input']!r}" if callable(errors) and errors() else ""
+
+
+def _error(text: str) -> None:
+    """``error: TEXT`` on one line of stderr, and exit status 2."""
+    # escape: messages quote user input and extras like '.[ray]', which are not markup.
+    message = f"[red]error:[/] {escape(' '.join(text.split()))}"
+    Console(stderr=True).print(message, highlight=False, soft_wrap=True)
+    sys.exit(2)

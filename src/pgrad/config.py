@@ -220,8 +220,12 @@ def coerce(key: str, kind: Any, value: Any) -> Any:
             return value
         raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(value, str):  # "64,64" or "[64, 64]" (YAML already took a well-formed one)
+            inside = value.strip().removeprefix("[").removesuffix("]")
+            items = [v.strip() for v in inside.split(",")] if inside.strip() else []
+            well_formed = value.strip().startswith("[") == value.strip().endswith("]")
+            if well_formed and all(items) and "[" not in inside:
+                value = items
         if isinstance(value, list | tuple):
             return tuple(coerce(key, args[0], v) for v in value)
         raise ConfigError(f"{key} expects a list of {args[0].__name__}, got {value!r}")
@@ -330,7 +334,9 @@ def build(cls: type[Config], layers: list[dict[str, Any]], algo: str) -> Config:
                 key = RENAMED[key]
             if not isinstance(key, str) or key not in known:
                 close = difflib.get_close_matches(str(key), list(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; see `pgrad algos {algo}`"
+                listed = (f"its keys: {', '.join(known)}" if algo.startswith("rlhf")
+                          else f"see `pgrad algos {algo}`")  # fmt: skip
+                hint = f"; did you mean {close[0]!r}?" if close else f"; {listed}"
                 raise ConfigError(f"config key {key!r} does not exist for {algo}{hint}")
             values[key] = coerce(key, known[key], value)
     config = cls(**values)

@@ -14,7 +14,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from pgrad import atari
-from pgrad.errors import PgradError
+from pgrad.errors import PgradError, module_name
 
 wrappers = gym.wrappers.vector
 
@@ -71,7 +71,7 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         try:
-            importlib.import_module(module)
+            importlib.import_module(module_name(module, f"env {module + ':' + env_id!r}"))
         except ImportError as e:
             raise PgradError(f"cannot import {module!r} for env {env_id!r}: {e}") from None
     if atari.is_atari(env_id):

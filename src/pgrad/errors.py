@@ -7,3 +7,11 @@ class PgradError(Exception):
 
 class NonFiniteError(PgradError):
     """A NaN or Inf in a loss or gradient; the update that met it was not applied."""
+
+
+def module_name(module: str, what: str) -> str:
+    """``module`` if it is a dotted Python name (as ``importlib.import_module`` takes it),
+    else a one-line error about ``what`` (the user's ``MODULE:NAME``, e.g. "env 'x:Y-v0'")."""
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise PgradError(f"{what}: {module!r} is not a module name; expected MODULE:NAME")
+    return module

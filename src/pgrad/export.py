@@ -26,6 +26,7 @@ from torch import nn
 from pgrad.agent import Agent, load, normalize_observations
 from pgrad.errors import PgradError
 from pgrad.policies import actor_of
+from pgrad.runs import output_file
 
 Format = Literal["pt2", "onnx"]
 SUFFIX = {"pt2": ".pt2", "onnx": ".onnx"}
@@ -62,7 +63,7 @@ def export(run_dir: str | Path, format: Format, out: str | Path | None = None) -
     """Write the run's latest policy as ``format``; returns the file written."""
     format = _checked(format)
     out = Path(out) if out is not None else Path(run_dir) / f"policy{SUFFIX[format]}"
-    return export_agent(load(run_dir), format, out)
+    return export_agent(load(run_dir), format, output_file(out, (SUFFIX[format],)))
 
 
 def export_agent(agent: Agent, format: Format, out: str | Path) -> Path:
@@ -76,6 +77,7 @@ def export_agent(agent: Agent, format: Format, out: str | Path) -> Path:
             raise PgradError(
                 "ONNX export needs the onnx and onnxscript packages: pip install 'pgrad[export]'"
             ) from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     policy = DeterministicPolicy(agent).eval().requires_grad_(False)
     space = agent.observation_space
     # Two observations: torch.export would specialise a batch dimension of size 1.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrad.errors import PgradError
-from pgrad.runs import Run
+from pgrad.runs import Run, output_file
 
 
 def curve(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +43,7 @@ def save(fig, out: str | Path, legend_fontsize: float | None = None) -> Path:
         ax.legend(fontsize=legend_fontsize)
     fig.tight_layout()
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     pyplot().close(fig)
     return out
@@ -50,8 +51,12 @@ def save(fig, out: str | Path, legend_fontsize: float | None = None) -> Path:
 
 def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") -> Path:
     """One line per (algo, env) group: the mean across its runs on a common step grid, shaded
-    between the lowest and highest run (min-max spread), written to ``out`` as PNG."""
+    between the lowest and highest run (min-max spread), written to ``out`` (PNG, or another
+    format matplotlib writes, by its suffix)."""
     plt = pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    output_file(out, tuple(f".{k}" for k in FigureCanvasBase.get_supported_filetypes()))
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in runs:
         config = run.config

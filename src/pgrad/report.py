@@ -19,7 +19,7 @@ from typing import Any
 
 from pgrad.errors import PgradError
 from pgrad.plot import plot_runs
-from pgrad.runs import Run
+from pgrad.runs import Run, output_file
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 980px; margin: 2em auto; color: #222; }
@@ -108,6 +108,7 @@ def report(run_dirs: list[str | Path], out: str | Path, video: bool = False) -> 
     """Write the HTML report of ``run_dirs`` to ``out``; returns ``out``."""
     if not run_dirs:
         raise PgradError("report needs at least one run directory")
+    output_file(out, (".html", ".htm"))
     runs = [Run.open(d) for d in run_dirs]
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -126,5 +127,6 @@ def report(run_dirs: list[str | Path], out: str | Path, video: bool = False) -> 
         + "\n</body></html>\n"
     )
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out

@@ -48,6 +48,27 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def output_file(out: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """``out`` as a file to write, checked before any work: a one-line error if it is a folder
+    or does not end in one of ``suffixes``. (Its folder is made when it is written.)"""
+    out = Path(out)
+    if out.is_dir():
+        raise PgradError(f"cannot write {str(out)!r}: it is a folder; expected a file path")
+    if out.suffix.lower() not in suffixes:
+        raise PgradError(
+            f"cannot write {str(out)!r}: expected a file ending in {' or '.join(suffixes)}"
+        )
+    return out
+
+
+def output_folder(out: str | Path) -> Path:
+    """``out`` as a folder to write results into: a one-line error if it is a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PgradError(f"cannot write results into {str(out)!r}: it is a file; expected a folder")
+    return out
+
+
 def create(path: str | Path | None, algo: str, env_id: str, seed: int) -> Path:
     """A new, empty run directory (by default ``runs/ALGO-ENV-sSEED-TIME``)."""
     if path is None:
@@ -59,9 +80,8 @@ def create(path: str | Path | None, algo: str, env_id: str, seed: int) -> Path:
             path = path.with_name(f"{algo}-{env_id}-s{seed}-{stamp}-{suffix}")
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise PgradError(
-            f"run directory {str(path)!r} already exists and is not empty; choose another --run-dir"
-        )
+        what = "is a file" if not path.is_dir() else "already exists and is not empty"
+        raise PgradError(f"run directory {str(path)!r} {what}; choose another --run-dir")
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -124,7 +144,8 @@ class Run:
         """Check that ``path`` is a pgrad run directory, with a one-line error if not."""
         path = Path(path)
         if not path.is_dir():
-            raise PgradError(f"run directory {str(path)!r} does not exist")
+            what = "is a file, not a run directory" if path.exists() else "does not exist"
+            raise PgradError(f"run directory {str(path)!r} {what}")
         if not (path / "config.yaml").is_file():
             raise PgradError(f"{str(path)!r} is not a pgrad run directory (no config.yaml)")
         run = cls(path)

@@ -22,7 +22,7 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")
 ]
 ConfigOption = Annotated[Path | None, typer.Option(help="YAML file of config keys.")]
-SeedOption = Annotated[int | None, typer.Option(help="Random seed.")]
+SeedOption = Annotated[int | None, typer.Option(help="Random seed.", min=0)]
 ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
 RunDirOption = Annotated[
     Path | None, typer.Option(help="Where to write the run (default: runs/...).")
@@ -175,7 +175,7 @@ def sample_command(
     prompt: Annotated[list[str] | None, typer.Option(help="Prompt text (repeatable).")] = None,
     n: Annotated[int, typer.Option(min=1, help="Samples per prompt.")] = 4,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 6,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
 ) -> None:
     """Print sampled responses (with the task's hidden score)."""
     _require_transformers()

@@ -20,7 +20,7 @@ import yaml
 
 from pgrad import config as cfg
 from pgrad import device, runs
-from pgrad.errors import PgradError
+from pgrad.errors import PgradError, module_name
 from pgrad.logging import MetricsLogger
 from pgrad.loop import Loop, StopSignals
 from pgrad.rlhf import model as lm
@@ -57,7 +57,7 @@ def _atomic_dir(path: Path, write: Callable[[Path], None]) -> None:
 def _function(spec: str) -> Callable[[str, str], float]:
     module, _, name = spec.partition(":")
     try:
-        fn = getattr(importlib.import_module(module), name)
+        fn = getattr(importlib.import_module(module_name(module, f"reward {spec!r}")), name)
     except (ImportError, AttributeError) as e:
         raise PgradError(f"reward {spec!r}: cannot import {name!r} from {module!r} ({e})") from None
     if not callable(fn):

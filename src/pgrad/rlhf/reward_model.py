@@ -48,6 +48,7 @@ class RewardConfig:
 
         for key in ("pairs", "test_pairs", "steps", "batch_size", "max_new_tokens", "log_every"):
             at_least(self, key, 1)
+        at_least(self, "seed", 0)
         positive(self, "learning_rate")
 
 

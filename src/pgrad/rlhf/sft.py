@@ -48,6 +48,7 @@ class SFTConfig:
             "log_every",
         ):
             at_least(self, key, 1)
+        at_least(self, "seed", 0)
         positive(self, "learning_rate")
         if self.n_embd % self.n_head:
             raise ConfigError(
