@@ -221,10 +221,10 @@ def coerce(key: str, kind: Any, value: Any) -> Any:
         raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
     if origin is tuple:
         if isinstance(value, str):  # "64,64" or "[64, 64]" (YAML already took a well-formed one)
-            inside = value.strip().removeprefix("[").removesuffix("]")
+            text = value.strip()
+            inside = text.removeprefix("[").removesuffix("]")
             items = [v.strip() for v in inside.split(",")] if inside.strip() else []
-            well_formed = value.strip().startswith("[") == value.strip().endswith("]")
-            if well_formed and all(items) and "[" not in inside:
+            if text.startswith("[") == text.endswith("]") and all(items) and "[" not in inside:
                 value = items
         if isinstance(value, list | tuple):
             return tuple(coerce(key, args[0], v) for v in value)
