@@ -190,7 +190,7 @@ def sb3_ppo(seed: int, threads: int):
     return model
 
 
-def train_sb3(steps: int, seed: int, threads: int) -> dict:
+def train_sb3(steps: int, seed: int, threads: int, out: Path) -> dict:
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecFrameStack
@@ -199,6 +199,7 @@ def train_sb3(steps: int, seed: int, threads: int) -> dict:
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - start
+    model.save(out / f"sb3-s{seed}.zip")
     recent = [e["r"] for e in model.ep_info_buffer]
     eval_envs = VecFrameStack(
         make_atari_env(ENV, n_envs=1, seed=seed + 1000, env_kwargs={"frameskip": 1}), 4
@@ -254,8 +255,7 @@ def main() -> None:
         runs = []
         for library in args.libraries:
             train = train_pgrad if library == "pgrad" else train_sb3
-            extra = (args.out,) if library == "pgrad" else ()
-            runs.append(train(args.steps, args.seed, args.threads, *extra))
+            runs.append(train(args.steps, args.seed, args.threads, args.out))
             print(json.dumps(runs[-1], default=str), flush=True)
         result["runs"] = runs
     (args.out / "atari-results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")

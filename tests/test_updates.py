@@ -142,7 +142,9 @@ def reference_ppo(model, batch: Batch, cfg: PPOConfig, steps_done: int, seed: in
         order = torch.randperm(n) if cfg.batch_size < n else torch.arange(n)
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            adv = standardized(advantages[idx]) if cfg.normalize_advantage else advantages[idx]
+            adv = advantages[idx]
+            if cfg.normalize_advantage and len(idx) > 1:  # SB3's rule: one sample stays as it is
+                adv = standardized(adv)
             dist, values = model(obs[idx])
             log_ratio = dist.log_prob(actions[idx]) - old_log_probs[idx]
             ratio = log_ratio.exp()
@@ -181,7 +183,8 @@ def updated(algo_cls, config, spaces, batch_mask=None, steps_done: int = 0, seed
 
 PPO_OPTIONS = {
     "defaults": {},
-    "uneven minibatches": {"batch_size": 5},
+    "uneven minibatches": {"batch_size": 5},  # 16 samples: 5, 5, 5 and one
+    "one-sample minibatches": {"batch_size": 1},
     "one minibatch": {"batch_size": 64},
     "no advantage normalisation": {"normalize_advantage": False},
     "value clipping": {"clip_range_vf": 0.1, "value_coef": 0.7},

@@ -121,13 +121,19 @@ def minibatches(
 
 def _normalized(rows: torch.Tensor, size: int, config: PPOConfig) -> list[torch.Tensor]:
     """(advantages, targets, old log-probs, old values), the advantages normalised over each
-    run of ``size`` columns (the minibatches; the last may be shorter) if the config asks."""
+    run of ``size`` columns (the minibatches; the last may be shorter) if the config asks.
+
+    A minibatch of one sample keeps its advantage as it is, as in Stable-Baselines3: normalised,
+    it would be 0, and that sample would teach the policy nothing."""
     old_log_probs, advantages, targets, old_values = rows.unbind(0)
     if config.normalize_advantage:
         n, full = len(advantages), len(advantages) // size * size
-        parts = [normalize(advantages[:full].view(-1, size), dim=1).view(-1)]
-        if full < n:
+        parts = [advantages[:full] if size == 1 else
+                 normalize(advantages[:full].view(-1, size), dim=1).view(-1)]  # fmt: skip
+        if full < n - 1:
             parts.append(normalize(advantages[full:]))
+        elif full == n - 1:
+            parts.append(advantages[full:])
         advantages = torch.cat(parts) if len(parts) > 1 else parts[0]
     return [advantages, targets, old_log_probs, old_values]
 
