@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ from torch import nn
 
 from pgrad import launch
 from pgrad.algos.a3c import A3CConfig, Gradient, Learner, push_gradients
-from pgrad.distributed.hogwild import _Shared, _work, share_optimizer_state
+from pgrad.distributed import worker_seed
+from pgrad.distributed.hogwild import Hogwild, _Shared, _work, share_optimizer_state
 from pgrad.envs import make_vec_env
 from pgrad.fast import FlatParameters
 
@@ -133,6 +135,45 @@ def test_a_worker_anneals_the_rate_by_the_steps_before_its_rollout():
     assert rates == pytest.approx([0.01 * (1 - 10 * k / 100) for k in range(10)])
     # plain SGD on a gradient of ones moves theta by minus the sum of the rates
     torch.testing.assert_close(theta.detach(), torch.full((3,), -0.01 * 5.5))
+
+
+def test_worker_seeds_are_distinct_and_a_resume_does_not_reuse_them():
+    """A run from scratch keeps its seeds (seed + 1000 (rank + 1), + 100,000 per replacement);
+    a resumed run's workers get seeds no worker of the run had, different for each resume."""
+    assert [worker_seed(7, rank) for rank in range(3)] == [1007, 2007, 3007]
+    assert worker_seed(7, 1, replaced=2) == 200_000 + 2007
+    fresh = {worker_seed(7, r, 0, k) for r in range(8) for k in range(4)}
+    resumed = [worker_seed(7, r, start, k) for start in (1, 2048, 10**6) for r in range(8)
+               for k in range(4)]  # fmt: skip
+    assert len(fresh) == 32 and len(set(resumed)) == len(resumed) == 96
+    assert fresh.isdisjoint(resumed)
+
+
+class _RecordedProcess:
+    started: ClassVar[list[tuple]] = []
+
+    def __init__(self, target, args, daemon, name):
+        self.args = args
+
+    def start(self) -> None:
+        _RecordedProcess.started.append(self.args[2])  # (config, env_id, seed)
+
+
+def test_hogwild_seeds_a_resumed_runs_workers_afresh(monkeypatch):
+    """Hogwild.start at 0 steps and at 4096: the workers' seeds (what ``make`` receives)."""
+    config = A3CConfig(workers=2, seed=3)
+    optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(2))])
+    learner = Learner(config, optimizer)
+    seeds = {}
+    for steps in (0, 4096):
+        transport = Hogwild(make=None)
+        monkeypatch.setattr(transport.context, "Process", _RecordedProcess)
+        _RecordedProcess.started = []
+        transport.start(config, "CartPole-v1", learner, steps)
+        seeds[steps] = [args[2] for args in _RecordedProcess.started]
+    assert seeds[0] == [1003, 2003]
+    assert seeds[4096] == [worker_seed(3, 0, 4096), worker_seed(3, 1, 4096)]
+    assert set(seeds[4096]).isdisjoint(seeds[0])
 
 
 def test_workers_are_spawned_with_one_thread_each_and_train_the_shared_model():

@@ -14,7 +14,15 @@ import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode
 
 from pgrad import atari
-from pgrad.encoders import FlatEncoder, NatureCNN, is_image, make_encoder, storage_dtype
+from pgrad.encoders import (
+    FlatEncoder,
+    NatureCNN,
+    UnsupportedSpaceError,
+    is_image,
+    make_encoder,
+    storage_dtype,
+    uses_cnn,
+)
 from pgrad.policies import build_actor_critic, make_policy
 from pgrad.replay import ReplayBuffer
 from pgrad.rollout import Rollout, _Storage
@@ -36,6 +44,34 @@ def test_the_encoder_is_chosen_from_the_space():
     obs = {"camera": torch.zeros(3, 4, 84, 84, dtype=torch.uint8), "speed": torch.ones(3, 2)}
     out = both(obs)
     assert out.shape == (3, 514) and torch.equal(out[:, 512:], torch.ones(3, 2))
+
+
+@pytest.mark.parametrize("side", [35, 36])
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_the_cnn_is_chosen_exactly_where_it_fits(side, layout):
+    """The Nature CNN's convolutions (8/4, 4/2, 3/1) need a side of 36: (36 - 8) // 4 + 1 = 8,
+    (8 - 4) // 2 + 1 = 3, 3 - 3 + 1 = 1. A smaller image gets the flat encoder, and forcing the
+    CNN on it is a one-line error, not a crash inside torch. 12 channels (stacked RGB) count."""
+    shape = (12, side, side) if layout == "chw" else (side, side, 12)
+    space = gym.spaces.Box(0, 255, shape, np.uint8)
+    assert is_image(space) == (side >= 36)
+    if side >= 36:
+        features = make_encoder(space)(torch.zeros(2, *shape, dtype=torch.uint8))
+        assert features.shape == (2, 512)
+    else:
+        assert isinstance(make_encoder(space), FlatEncoder)
+        with pytest.raises(UnsupportedSpaceError, match=r"H, W >= 36"):
+            make_encoder(space, "cnn")
+
+
+def test_a_forced_cnn_on_a_dict_applies_to_its_rank_3_keys():
+    """``encoder: cnn`` on {camera: stacked frames, speed: (2,)}: the CNN on the image key, the
+    flat encoder on the vector (forcing the CNN on every key used to crash)."""
+    space = gym.spaces.Dict({"camera": IMAGE, "speed": gym.spaces.Box(-1, 1, (2,))})
+    both = make_encoder(space, "cnn")
+    assert isinstance(both.encoders["camera"], NatureCNN)
+    assert isinstance(both.encoders["speed"], FlatEncoder)
+    assert both.dim == 514 and uses_cnn(space, "cnn")
 
 
 def test_nature_cnn_is_the_dqn_network_on_pixels_over_255():
@@ -223,6 +259,30 @@ def test_episodic_life_fire_reset_and_the_true_score():
     envs.close()
 
 
+@pytest.mark.parametrize("seed", [None, 3])
+def test_a_seeded_reset_starts_a_new_game_even_after_a_lost_life(seed):
+    """Autoreset after a lost life (no seed) continues the game with a no-op; a seeded reset
+    (an evaluation's) starts a new one, and the whole-game score counts only that game."""
+    # FIRE, UP, 4 and a life lost; then the reset's steps, 1, 2 and a life lost, a last life
+    script = [(0, 0), (0, 0), (4, 1)] + [(0, 0)] * 3 + [(1, 0), (2, 1), (0, 0), (0, 0), (0, 1)]
+    inner = Lives(script)
+    env = atari.FireReset(atari.EpisodicLife(gym.wrappers.RecordEpisodeStatistics(inner)))
+    env.reset(seed=0)  # FIRE, UP
+    *_, terminated, _, _ = env.step(0)  # scores 4, loses a life
+    assert terminated and inner.lives() == 1
+    env.reset(seed=seed)
+    new_game = seed is not None
+    assert inner.resets == (2 if new_game else 1)
+    assert inner.actions[3:] == ([1, 2] if new_game else [0, 1, 2])
+    assert inner.lives() == (2 if new_game else 1)
+    for _ in range(20):
+        *_, info = env.step(0)
+        if "episode" in info:
+            break
+    # the continued game ends at the second lost life; a new one has two lives to lose
+    assert info["episode"]["r"] == (3 if new_game else 7)
+
+
 def test_the_atari_chain_on_breakout():
     """The real thing, briefly: observations are 4 stacked 84x84 uint8 frames, training
     rewards are clipped, and the reported episodes are whole games."""
@@ -313,8 +373,9 @@ def test_an_atari_run_loads_evaluates_and_records_whole_games(tmp_path):
     agent = pgrad.load(run.path)
     assert agent.observation_space == IMAGE
     evaluated = agent.evaluate(episodes=1, seed=123)
-    images, returns, _ = frames(run.path, episodes=1, seed=123)
+    images, returns, fps = frames(run.path, episodes=1, seed=123)
     assert returns == [float(evaluated[0])]
+    assert fps == 60 // 4  # real time: the console's 60 frames a second, 4 per agent step
     assert images[0].shape == (210, 160, 3)
     env = make_env("ALE/Breakout-v5")  # the first life alone, played the same way
     obs, _ = env.reset(seed=123)
@@ -364,6 +425,44 @@ def _by_hand(critics, obs: torch.Tensor, action: torch.Tensor) -> list[torch.Ten
         h = F.relu(x @ first.weight.double().T + first.bias.double())
         out.append((h @ last.weight.double().T + last.bias.double()).squeeze(-1))
     return out
+
+
+class BrightnessChoice(Brightness):
+    """Brightness with two discrete actions: 1 is right on a bright frame, 0 on a dark one."""
+
+    action_space = gym.spaces.Discrete(2)
+
+    def step(self, action):
+        return self.frame(), float(int(action) == self.bright), True, False, {}
+
+
+def test_a_run_on_normalised_pixels_loads_the_network_it_trained(tmp_path):
+    """With ``normalize_obs`` the CNN trained on standardised floats, which it takes as they
+    are; ``pgrad.load`` must build it so, not divide them by 255 again (the scale is not in the
+    state dict, so a wrong one loads silently). The loaded agent's actions are checked against
+    the network run by hand on (obs - mean) / sqrt(var + 1e-8)."""
+    import pgrad
+
+    if "PixelChoice-v0" not in gym.registry:
+        gym.register("PixelChoice-v0", entry_point=BrightnessChoice, max_episode_steps=1)
+    pgrad.train(
+        "ppo", "PixelChoice-v0", steps=128, seed=0, n_envs=2, n_steps=32, batch_size=32,
+        n_epochs=1, normalize_obs=True, normalize_reward=False, hidden_sizes=[], threads=1,
+        eval_episodes=1, run_dir=tmp_path / "r",
+    )  # fmt: skip
+    agent = pgrad.load(tmp_path / "r")
+    obs = np.random.default_rng(0).integers(0, 256, (16, *SMALL.shape), dtype=np.uint8)
+    mean, var = agent.normalization["obs_mean"], agent.normalization["obs_var"]
+    z = ((torch.as_tensor(obs).double() - mean) / torch.sqrt(var + 1e-8)).float()
+    cnn, x = agent.model.actor.encoder, z.double()
+    for conv in (m for m in cnn.convs if isinstance(m, torch.nn.Conv2d)):
+        x = F.relu(F.conv2d(x, conv.weight.double(), conv.bias.double(), stride=conv.stride))
+    x = F.relu(x.flatten(1) @ cnn.linear.weight.double().T + cnn.linear.bias.double())
+    with torch.no_grad():
+        logits = agent.model.actor.logits(x.float())
+        loaded = agent.model.actor.logits(cnn(z))  # what the agent computes from z
+    torch.testing.assert_close(loaded, logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(agent.act(obs, deterministic=True), logits.argmax(-1).numpy())
 
 
 def test_sac_critics_read_pixels_through_one_cnn_over_255():

@@ -124,6 +124,32 @@ def test_a_killed_worker_is_replaced_and_training_goes_on():
         algo.close()
 
 
+def test_a_resumed_ray_rollout_does_not_replay_the_runs_first_episodes():
+    """Same weights, same run seed: a fresh RayRollout repeats the first batch exactly (so the
+    comparison can fail), while one resumed 5 rounds in starts from other states, on workers
+    seeded by ``worker_seed(seed, rank, 5)``."""
+    from pgrad.distributed import worker_seed
+    from pgrad.distributed.ray_backend import RayRollout
+
+    config = PPOConfig(backend="ray", workers=2, n_envs=2, n_steps=8)
+    envs = make_vec_env("CartPole-v1", 1)
+    torch.manual_seed(0)
+    model = PPO(PPOConfig(n_envs=4, n_steps=8), envs, 0).model
+    first = []
+    for resumed_at in (0, 0, 5):
+        rollout = RayRollout(config, "CartPole-v1", 0)
+        try:
+            rollout.load_state({"rounds": resumed_at} if resumed_at else {}, envs, False)
+            first.append(rollout.collect(model).obs[0])
+            expected = [worker_seed(0, rank, resumed_at) for rank in range(2)]
+            assert rollout.workers.seeds[-2:] == expected
+            assert rollout.state() == {"rounds": resumed_at + 1}
+        finally:
+            rollout.close()
+    assert torch.equal(first[0], first[1])
+    assert not torch.isclose(first[0], first[2]).any()
+
+
 def test_an_unreachable_or_malformed_cluster_address_is_a_one_line_error():
     from pgrad.distributed.ray_backend import _check_reachable
     from pgrad.errors import PgradError

@@ -101,6 +101,15 @@ class Agent:
         )
 
 
+def _seen_by_policy(space: gym.Space, normalization: dict) -> gym.Space:
+    """The observation space the policy was built on in training: ``NormalizeObservation``'s
+    float32 ``Box`` when the run normalised observations (a CNN then takes them as they are,
+    not divided by 255), else the env's own."""
+    if "obs_mean" in normalization and isinstance(space, gym.spaces.Box):
+        return gym.spaces.Box(-np.inf, np.inf, space.shape, np.float32)
+    return space
+
+
 def load(run_dir: str | Path) -> Agent:
     """The policy in ``run_dir``'s latest checkpoint. Its observations are those of
     ``pgrad.envs.make_env(agent.env_id)``: for Atari, the preprocessed, stacked frames."""
@@ -121,7 +130,8 @@ def load(run_dir: str | Path) -> Agent:
     env = make_env(env_id)
     spaces = env.observation_space, env.action_space
     env.close()
-    model = spec.build_model(config, *spaces)
+    normalization = state.get("normalization", {})
+    model = spec.build_model(config, _seen_by_policy(spaces[0], normalization), spaces[1])
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
@@ -129,5 +139,4 @@ def load(run_dir: str | Path) -> Agent:
             f"checkpoint {str(path)!r} does not fit the run's model: {str(e).splitlines()[0]}"
         ) from None
     model.eval()
-    normalization = state.get("normalization", {})
     return Agent(model, env_id, algo, meta, int(state["step"]), *spaces, normalization)

@@ -70,7 +70,9 @@ class EmulatorState(gym.Wrapper):
 class EpisodicLife(gym.Wrapper):
     """A lost life is a terminal state for learning; the game itself continues. ``reset``
     after a lost life takes one no-op step instead of resetting the game (Mnih et al., 2015;
-    CleanRL's and Stable-Baselines3's ``EpisodicLifeEnv``)."""
+    CleanRL's and Stable-Baselines3's ``EpisodicLifeEnv``). A seeded ``reset`` always starts a
+    new game: that is what a caller asking for a seed means (an evaluation), while autoreset
+    after a lost life passes no seed."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
@@ -87,7 +89,7 @@ class EpisodicLife(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def reset(self, **kwargs):
-        if self.game_over:
+        if self.game_over or kwargs.get("seed") is not None:
             obs, info = self.env.reset(**kwargs)
         else:
             obs, _, terminated, truncated, info = self.env.step(0)
@@ -117,9 +119,15 @@ class FireReset(gym.Wrapper):
         return obs, info
 
 
+FRAME_SKIP = 4
+STEPS_PER_SECOND = 60 / FRAME_SKIP
+"""Agent steps per second of game time: the console runs at 60 frames a second (ALE's
+``render_fps`` of 30 would play recordings of these steps at twice the speed)."""
+
+
 def _preprocessing(env: gym.Env) -> gym.Env:
     return gym.wrappers.AtariPreprocessing(
-        env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False,
+        env, noop_max=30, frame_skip=FRAME_SKIP, screen_size=84, terminal_on_life_loss=False,
         grayscale_obs=True, scale_obs=False,
     )  # fmt: skip
 

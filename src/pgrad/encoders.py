@@ -52,20 +52,25 @@ class FlatEncoder(nn.Module):
         return obs.float().flatten(start_dim=1)
 
 
+MIN_SIDE = 36
+"""The smallest height and width the Nature CNN takes: 8x8/4, 4x4/2 and 3x3/1 leave 1x1."""
+MAX_CHANNELS = 16
+
+
 def is_image(space: gym.Space) -> bool:
-    """A ``Box`` of rank 3 whose smallest side is the channel axis (first or last) and whose
-    other two sides are at least 32 pixels: (C, H, W) or (H, W, C)."""
-    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 3:
-        return False
-    return channels_last(space) is not None
+    """A ``Box`` of rank 3 with at most 16 channels, first or last, and height and width of at
+    least ``MIN_SIDE`` pixels: (C, H, W) or (H, W, C)."""
+    return isinstance(space, gym.spaces.Box) and channels_last(space) is not None
 
 
 def channels_last(space: gym.spaces.Box) -> bool | None:
     """True for (H, W, C), False for (C, H, W), None if neither looks like an image."""
+    if len(space.shape) != 3:
+        return None
     first, *_, last = space.shape
-    if last <= 4 and min(space.shape[:2]) >= 32:
+    if last <= MAX_CHANNELS and min(space.shape[:2]) >= MIN_SIDE:
         return True
-    if first <= 16 and min(space.shape[1:]) >= 32:
+    if first <= MAX_CHANNELS and min(space.shape[1:]) >= MIN_SIDE:
         return False
     return None
 
@@ -88,7 +93,10 @@ class NatureCNN(nn.Module):
         super().__init__()
         last = channels_last(space)
         if last is None:
-            raise UnsupportedSpaceError(f"observation space {space} is not an image")
+            raise UnsupportedSpaceError(
+                f"observation space {space} is not an image for the Nature CNN; expected a "
+                f"Box (C, H, W) or (H, W, C) with C <= {MAX_CHANNELS} and H, W >= {MIN_SIDE}"
+            )
         self.channels_last = last
         c, h, w = (space.shape[2], *space.shape[:2]) if last else space.shape
         self.scale = 1 / 255 if space.dtype == np.uint8 else 1.0
@@ -125,16 +133,24 @@ class DictEncoder(nn.Module):
     def __init__(self, space: gym.spaces.Dict, kind: EncoderKind = "auto"):
         super().__init__()
         self.keys = sorted(space.spaces)
-        self.encoders = nn.ModuleDict({k: make_encoder(space[k], kind) for k in self.keys})
+        self.encoders = nn.ModuleDict({k: make_encoder(space[k], _for_key(space[k], kind))
+                                       for k in self.keys})  # fmt: skip
         self.dim = sum(e.dim for e in self.encoders.values())
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([self.encoders[k](obs[k]) for k in self.keys], dim=-1)
 
 
+def _for_key(space: gym.Space, kind: EncoderKind) -> EncoderKind:
+    """In a ``Dict``, ``cnn`` forces the CNN on the keys of rank 3 only: the others stay flat."""
+    rank3 = isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+    return "mlp" if kind == "cnn" and not rank3 else kind
+
+
 def make_encoder(space: gym.Space, kind: EncoderKind = "auto") -> nn.Module:
     """The encoder for ``space``: ``auto`` picks the CNN for an image, else the flat encoder;
-    ``cnn``/``mlp`` force one (``cnn`` on a space that is not an image is an error)."""
+    ``cnn``/``mlp`` force one (``cnn`` on a space that is not an image is an error; in a
+    ``Dict``, ``cnn`` applies to its keys of rank 3)."""
     if isinstance(space, gym.spaces.Dict):
         return DictEncoder(space, kind)
     if kind == "cnn" or (kind == "auto" and is_image(space)):
@@ -145,5 +161,5 @@ def make_encoder(space: gym.Space, kind: EncoderKind = "auto") -> nn.Module:
 def uses_cnn(space: gym.Space, kind: EncoderKind = "auto") -> bool:
     """Whether ``make_encoder(space, kind)`` contains a CNN."""
     if isinstance(space, gym.spaces.Dict):
-        return any(uses_cnn(s, kind) for s in space.spaces.values())
+        return any(uses_cnn(s, _for_key(s, kind)) for s in space.spaces.values())
     return kind == "cnn" or (kind == "auto" and is_image(space))

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from pgrad.agent import EVAL_SEED_OFFSET, load
-from pgrad.atari import is_atari
+from pgrad.atari import STEPS_PER_SECOND, is_atari
 from pgrad.envs import make_env
 from pgrad.errors import PgradError
 
@@ -56,7 +56,10 @@ def frames(run_dir: str | Path, episodes: int = 1, seed: int | None = None,
                         obs, _ = env.reset()
                         done = False
             returns.append(total)
-        fps = int(env.metadata.get("render_fps") or 30)
+        if is_atari(agent.env_id):  # one image per agent step, 4 console frames
+            fps = int(STEPS_PER_SECOND)
+        else:
+            fps = int(env.metadata.get("render_fps") or 30)
     finally:
         env.close()
     return images, returns, fps

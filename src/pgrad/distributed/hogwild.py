@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
+from pgrad.distributed import worker_seed
 from pgrad.errors import NonFiniteError, PgradError
 
 REPORT_EVERY_S = 0.25
@@ -157,7 +158,7 @@ class Hogwild:
         self.shared = _Shared(self.context, steps)
         self.worker_threads = []
         for rank in range(config.workers):
-            args = (config, env_id, config.seed + 1000 * (rank + 1))
+            args = (config, env_id, worker_seed(config.seed, rank, start=steps))
             process = self.context.Process(
                 target=worker,
                 args=(rank, self.make, args, learner, self.shared, os.getpid()),

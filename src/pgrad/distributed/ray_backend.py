@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from pgrad.config import OnPolicyConfig
+from pgrad.distributed import worker_seed
 from pgrad.distributed.hogwild import Pending
 from pgrad.envs import make_vec_env, spaces
 from pgrad.errors import NonFiniteError, PgradError
@@ -124,18 +125,29 @@ class _Workers:
     """``config.workers`` actors hosting ``make(config, env_id, seed)``, replaced one by one
     when they die."""
 
-    def __init__(self, make: Any, config: OnPolicyConfig, env_id: str, seed: int | None):
+    def __init__(
+        self, make: Any, config: OnPolicyConfig, env_id: str, seed: int | None, start: int = 0
+    ):
         self.started_ray = init_ray(config.ray_address)
         self.make, self.config, self.env_id = make, config, env_id
-        self.seed = 0 if seed is None else seed
+        self.seed, self.start = 0 if seed is None else seed, start
+        self.seeds: list[int] = []  # each actor's seed, in the order they were started
         self.actor_cls = ray.remote(num_cpus=1, max_restarts=0)(Host)
         self.replaced = 0
         self.actors = [self._new(rank) for rank in range(config.workers)]
 
     def _new(self, rank: int) -> Any:
         # A replacement gets a seed of its own: it must not replay its predecessor's episodes.
-        seed = self.seed + 1000 * (rank + 1) + 100_000 * self.replaced
+        seed = worker_seed(self.seed, rank, self.start, self.replaced)
+        self.seeds.append(seed)
         return self.actor_cls.remote(self.make, self.config, self.env_id, seed)
+
+    def restart(self, start: int) -> None:
+        """New actors in place of all, seeded as ``start`` steps (or rounds) into the run."""
+        for actor in self.actors:
+            ray.kill(actor)
+        self.start, self.replaced = start, 0
+        self.actors = [self._new(rank) for rank in range(self.config.workers)]
 
     def replace(self, rank: int) -> Any:
         self.replaced += 1
@@ -159,8 +171,10 @@ class RayRollout:
 
     def __init__(self, config: OnPolicyConfig, env_id: str, seed: int | None):
         self.workers = _Workers(RolloutWorker, config, env_id, seed)
+        self.rounds = 0
 
     def collect(self, model: torch.nn.Module) -> Batch:
+        self.rounds += 1
         weights = _weights(model)
         if weights.numel() > INLINE_PARAMETERS:  # one copy in the object store for all workers
             weights = ray.put(weights)
@@ -181,10 +195,14 @@ class RayRollout:
         return {"workers_replaced": float(self.workers.replaced)}
 
     def state(self) -> dict:
-        return {}
+        return {"rounds": self.rounds}
 
     def load_state(self, state: dict, envs: gym.vector.VectorEnv, env_restored: bool) -> None:
-        """The workers' envs live on other machines: a resumed run starts fresh episodes."""
+        """The workers' envs live on other machines: a resumed run starts fresh episodes, on
+        workers seeded by the rounds done (not yet stepped: restarting them is cheap)."""
+        self.rounds = state.get("rounds", 0)
+        if self.rounds:
+            self.workers.restart(start=self.rounds)
 
     def close(self) -> None:
         self.workers.close()
@@ -202,7 +220,7 @@ class RayGradients:
 
     def start(self, config: Any, env_id: str, learner: Any, steps: int) -> None:
         self.learner, self.steps, self.version = learner, steps, 0
-        self.workers = _Workers(self.make, config, env_id, config.seed)
+        self.workers = _Workers(self.make, config, env_id, config.seed, start=steps)
         weights = learner.theta.detach()  # small: sent inline with each call
         for rank in range(config.workers):
             self._submit(rank, weights)
