@@ -112,3 +112,27 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     assert shot.size[1] > 600
     if os.environ.get("PGRAD_SCREENSHOT"):  # to look at it
         shot.save(os.environ["PGRAD_SCREENSHOT"])
+
+
+def test_the_best_run_ranks_a_return_of_zero_above_a_negative_one():
+    """Pong-like returns: 0.0 is the best of (0.0, -21.0); a run with no final evaluation
+    (mean_return None) ranks last."""
+    from pgrad.report import best_run
+
+    runs = ["a", "b", "c"]
+    assert best_run(runs, [{"mean_return": -21.0}, {"mean_return": 0.0}, {}]) == "b"
+    assert best_run(runs, [{"mean_return": None}, {"mean_return": -21.0}, {}]) == "b"
+
+
+def test_runs_are_averaged_only_over_the_steps_they_all_cover():
+    """Rows at 100-300 and at 150-350: the mean curve spans 150-300, where both have data (a
+    run held flat before its first row would pull the start toward its later value)."""
+    import numpy as np
+
+    from pgrad.plot import common_grid
+
+    a = (np.array([100.0, 200.0, 300.0]), np.array([0.0, 10.0, 20.0]))
+    b = (np.array([150.0, 250.0, 350.0]), np.array([5.0, 15.0, 25.0]))
+    grid, ys = common_grid([a, b], points=4)
+    np.testing.assert_allclose(grid, [150.0, 200.0, 250.0, 300.0])
+    np.testing.assert_allclose(ys, [[5.0, 10.0, 15.0, 20.0], [5.0, 10.0, 15.0, 20.0]])

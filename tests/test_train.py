@@ -79,29 +79,55 @@ def test_checkpoints_keep_the_newest(tmp_path):
 
 
 def test_resumed_and_rolled_back_logs_hold_each_step_once_in_csv_and_tensorboard(tmp_path):
-    """Rows logged after the checkpoint a run goes back to (a resume, a NaN rollback) are
-    dropped from metrics.csv and, through ``purge_step``, from what TensorBoard reads."""
+    """Rows and warnings logged after the checkpoint a run goes back to (a resume, a NaN
+    rollback) are dropped from metrics.csv and warnings.txt and, through ``purge_step``, from
+    what TensorBoard reads."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from pgrad.logging import MetricsLogger
 
+    (tmp_path / "warnings.txt").write_text("a warning of an older pgrad, without a step\n")
     first = MetricsLogger(tmp_path, 100)
     for step in (10, 20, 30, 40):
         first.write(step, {"x": 1.0})
+        first.warn(f"w{step}", step)
     first.close()
     resumed = MetricsLogger(tmp_path, 100, keep_rows_to=20)  # resumed from step 20
     resumed.write(30, {"x": 2.0})
+    resumed.warn("v30", 30)
     resumed.truncate(20)  # a rollback to step 20
     for step in (30, 40, 50):
         resumed.write(step, {"x": 3.0})
+    resumed.warn("u40", 40)
     resumed.close()
     expected = [(10, 1.0), (20, 1.0), (30, 3.0), (40, 3.0), (50, 3.0)]
+    assert (tmp_path / "warnings.txt").read_text().splitlines() == [
+        "a warning of an older pgrad, without a step", "step 10: w10", "step 20: w20",
+        "step 40: u40",
+    ]  # fmt: skip
     board = EventAccumulator(str(tmp_path))
     board.Reload()
     assert [(e.step, e.value) for e in board.Scalars("train/x")] == expected
     with open(tmp_path / "metrics.csv", newline="") as f:
         assert [(int(r["step"]), float(r["x"])) for r in csv.DictReader(f)] == expected
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 3
+
+
+def test_a_resumed_runs_steps_per_second_count_the_time_before_the_resume(tmp_path):
+    """step / training time, as in summary.json: a run resumed at 50,000 steps after 100 s of
+    training logs at most 500 steps per second, not 50,000 over the seconds since the resume
+    (the bound allows a minute of a loaded machine between the logger's start and its row)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pgrad.logging import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, 60_000, keep_rows_to=50_000, time_before=100.0)
+    logger.write(50_000, {"x": 1.0})
+    logger.close()
+    board = EventAccumulator(str(tmp_path))
+    board.Reload()
+    [sps] = [e.value for e in board.Scalars("time/sps")]
+    assert 50_000 / 160 < sps <= 500
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "reinforce_baseline"])

@@ -168,6 +168,19 @@ def test_pruning_reports_at_nominal_steps_and_stops_at_the_first_prune(tmp_path)
     assert trial.reports == [(20.0, 1000), (30.0, 2000)] and pruning.pruned_at == 2000
 
 
+def test_the_evaluation_that_spends_the_budget_is_never_intermediate(tmp_path):
+    """1000 steps, 3 evaluations: interval 333, so the last nominal step is 999 < 1000. The
+    update that passes 999 may also pass 1000 (a row at 1114): that evaluation is the
+    objective's, so it is not reported and cannot prune the finished trial."""
+    setup = tune.Setup("ppo", "CartPole-v1", 1000, 0, 1, 3, tmp_path)
+    trial = FakeTrial(prune_after=1)
+    pruning = tune.Pruning(trial, setup)
+    assert pruning(1114, {"eval_return": 22.0}, None)
+    assert trial.reports == [] and pruning.pruned_at is None
+    assert not pruning(745, {"eval_return": 22.0}, None)  # an intermediate one still prunes
+    assert trial.reports == [(22.0, 666)]
+
+
 BLOCK = r"""
 import sys, threading
 from pgrad import runs, search_spaces

@@ -31,15 +31,18 @@ class MetricsLogger:
         progress: bool = False,
         keep_rows_to: int | None = None,
         headline: str = "episode_return",
+        time_before: float = 0.0,
     ):
         """With ``keep_rows_to`` (a resumed run), the existing rows up to that step are kept and
-        later ones (logged after the checkpoint being resumed from) dropped."""
+        later ones (logged after the checkpoint being resumed from) dropped. ``time_before``:
+        the training time of the segments before a resume, so that steps per second (step /
+        training time, as in ``summary.json``) count the steps and the time of all of them."""
         self.run_dir = run_dir
         self.headline = headline
         self.file = None
         self._open(keep_rows_to)
         self.tensorboard = self._tensorboard(keep_rows_to)
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() - time_before
         self.progress: Progress | None = None
         if progress:
             self.progress = Progress(
@@ -61,6 +64,8 @@ class MetricsLogger:
         path = self.run_dir / "metrics.csv"
         if self.file is not None:
             self.file.close()
+        if keep_rows_to is not None:
+            self._keep_warnings(keep_rows_to)
         if keep_rows_to is not None and path.exists():
             with open(path, newline="") as f:
                 header, *rows = list(csv.reader(f)) or [None]
@@ -74,6 +79,17 @@ class MetricsLogger:
         self.writer: csv.DictWriter | None = None
         if header:
             self.writer = csv.DictWriter(self.file, fieldnames=header)
+
+    def _keep_warnings(self, step: int) -> None:
+        """Cut ``warnings.txt`` back to the warnings up to ``step``, as ``metrics.csv``: those
+        after it are raised again (or not) in the replayed stretch."""
+        path = self.run_dir / "warnings.txt"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _warning_step(line) <= step]
+        if len(kept) < len(lines):
+            atomic_write(path, "".join(kept).encode())
 
     def _tensorboard(self, keep_rows_to: int | None) -> Any:
         """A writer of a new events file; with ``keep_rows_to``, it tells TensorBoard to drop the
@@ -114,13 +130,13 @@ class MetricsLogger:
             total = self.progress.tasks[0].total or step
             self.progress.update(self.task, completed=min(step, total), info=info)
 
-    def warn(self, message: str) -> None:
-        """A warning: printed (once; the caller dedups), appended to ``warnings.txt``, and
-        recorded in TensorBoard as text."""
+    def warn(self, message: str, step: int) -> None:
+        """A warning at ``step``: printed (once; the caller dedups), appended to
+        ``warnings.txt`` as ``step N: message``, and recorded in TensorBoard as text."""
         Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
         with open(self.run_dir / "warnings.txt", "a") as f:
-            f.write(message + "\n")
-        self.tensorboard.add_text("warnings", message)
+            f.write(f"step {step}: {message}\n")
+        self.tensorboard.add_text("warnings", message, step)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -133,3 +149,10 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     return value
+
+
+def _warning_step(line: str) -> float:
+    """The step of a ``warnings.txt`` line (``step N: message``); 0 for a line without one."""
+    head, sep, _ = line.partition(": ")
+    number = head.removeprefix("step ")
+    return int(number) if sep and head.startswith("step ") and number.isdigit() else 0

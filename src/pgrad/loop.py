@@ -85,7 +85,7 @@ class Loop:
         logger.write(self.step, row)
         for message in self.watchdog.update(self.step, row):
             self.warnings.append(message)
-            logger.warn(message)
+            logger.warn(message, self.step)
 
 
 def average(rows: list[dict[str, float]]) -> dict[str, float]:

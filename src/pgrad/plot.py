@@ -49,10 +49,22 @@ def save(fig, out: str | Path, legend_fontsize: float | None = None) -> Path:
     return out
 
 
+def common_grid(
+    curves: list[tuple[np.ndarray, np.ndarray]], points: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, values): each (steps, values) curve interpolated on ``points`` steps over the
+    range every curve covers (from the latest first row to the earliest last one), so no run
+    is extended flat beyond its own rows; one row per curve."""
+    end = min(c[0][-1] for c in curves)
+    start = min(max(c[0][0] for c in curves), end)
+    grid = np.linspace(start, end, points)
+    return grid, np.stack([np.interp(grid, s, v) for s, v in curves])
+
+
 def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") -> Path:
-    """One line per (algo, env) group: the mean across its runs on a common step grid, shaded
-    between the lowest and highest run (min-max spread), written to ``out`` (PNG, or another
-    format matplotlib writes, by its suffix)."""
+    """One line per (algo, env) group: the mean across its runs on a common step grid
+    (``common_grid``), shaded between the lowest and highest run (min-max spread), written to
+    ``out`` (PNG, or another format matplotlib writes, by its suffix)."""
     plt = pyplot()
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -66,9 +78,7 @@ def plot_runs(runs: list[Run], out: str | Path, metric: str = "episode_return") 
         curves = [c for c in curves if len(c[0])]
         if not curves:
             continue
-        end = min(c[0][-1] for c in curves)
-        grid = np.linspace(min(c[0][0] for c in curves), end, 200)
-        ys = np.stack([np.interp(grid, s, v) for s, v in curves])
+        grid, ys = common_grid(curves)
         n = len(curves)
         ax.plot(grid, ys.mean(0), label=f"{label} ({n} run{'s' if n > 1 else ''})")
         if n > 1:

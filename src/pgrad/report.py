@@ -91,10 +91,7 @@ def _section(index: int, label: str, runs: list[Run], tmp: Path, video: bool) ->
     if video:
         from pgrad.record import record
 
-        best = max(
-            zip(runs, summaries, strict=True),
-            key=lambda rs: rs[1].get("mean_return") or float("-inf"),
-        )[0]
+        best = best_run(runs, summaries)
         gif, returns = record(best.path, tmp / f"video-{index}.gif")
         parts += [
             f"<h3>Policy of {html.escape(best.path.name)} (return {returns[0]:,.1f})</h3>",
@@ -130,3 +127,14 @@ def report(run_dirs: list[str | Path], out: str | Path, video: bool = False) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out
+
+
+def best_run(runs: list, summaries: list[dict]) -> Any:
+    """The run whose summary has the highest mean return; one without a mean return (stopped
+    before its final evaluation) ranks last, and 0.0 is a return like any other (Pong)."""
+
+    def mean(summary: dict) -> float:
+        value = summary.get("mean_return")
+        return float("-inf") if value is None else value
+
+    return max(zip(runs, summaries, strict=True), key=lambda rs: mean(rs[1]))[0]

@@ -181,7 +181,8 @@ def train(
         algorithm.model.train()
         return returns
 
-    logger = MetricsLogger(path, cfg.steps, progress, keep_rows_to=loop.step if saved else None)
+    logger = MetricsLogger(path, cfg.steps, progress, keep_rows_to=loop.step if saved else None,
+                           time_before=loop.train_time)  # fmt: skip
     start = time.perf_counter() - loop.train_time
     stop = StopSignals()
     retries = getattr(loop, "retries", 0)  # a resumed run has the rest of its retries
@@ -204,7 +205,7 @@ def train(
                         f"(retry {retries} of {cfg.nan_retries})"
                     )
                     loop.warnings.append(message)
-                    logger.warn(message)
+                    logger.warn(message, loop.step)
                     continue
                 kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint yet"
                 raise NonFiniteError(
