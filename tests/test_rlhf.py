@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgrad import losses
+from pgrad.errors import PgradError
 from pgrad.rlhf import advantages, pipeline, rl, task
 from pgrad.rlhf import model as lm
 from pgrad.rlhf.sequences import Responses, forward, generate, response_mask
@@ -80,6 +81,48 @@ def test_generated_log_probs_match_a_separate_forward_pass(policy):
     alone = logits[start - 1 : -1].gather(-1, torch.tensor(ids.input_ids[start:])[:, None])[:, 0]
     torch.testing.assert_close(log_probs[i, :n], alone, atol=1e-5, rtol=1e-5)
     assert (entropy[mask] > 0).all()
+
+
+def test_a_models_saved_generation_settings_do_not_reshape_sampling(policy):
+    """An instruct model's generation_config.json (repetition penalty, no-repeat n-grams, a
+    minimum length, suppressed tokens, temperature, top-k) must not apply: with the same seed
+    the responses are token for token those of a model without them, sampled from pi itself."""
+    import copy
+
+    model, tokenizer = policy
+    prompts = task.prompts(64, seed=3)
+    torch.manual_seed(0)
+    plain = generate(model, tokenizer, prompts, max_new_tokens=6)
+    styled = copy.deepcopy(model)
+    saved = styled.generation_config
+    saved.repetition_penalty, saved.no_repeat_ngram_size, saved.min_new_tokens = 5.0, 1, 4
+    saved.suppress_tokens, saved.temperature, saved.top_k = [tokenizer.eos_token_id], 0.3, 3
+    torch.manual_seed(0)
+    again = generate(styled, tokenizer, prompts, max_new_tokens=6)
+    assert plain.ended.any()  # EOS was sampled, though the saved settings would suppress it
+    assert torch.equal(again.input_ids, plain.input_ids)
+    torch.testing.assert_close(again.sample_log_probs, plain.sample_log_probs)
+
+
+def test_responses_longer_than_the_models_positions_are_a_one_line_error(policy):
+    """The default model has 32 positions: a 4-token prompt leaves room for 28 new tokens."""
+    model, tokenizer = policy
+    assert model.config.n_positions == 32
+    prompt = ["12>"]  # <bos> 1 2 >
+    assert len(generate(model, tokenizer, prompt, max_new_tokens=28).mask[0]) == 28
+    with pytest.raises(PgradError, match=r"max_new_tokens=29 .* up to 4 tokens .* 32 positions"):
+        generate(model, tokenizer, prompt, max_new_tokens=29)
+
+
+def test_a_reward_run_whose_pairs_are_all_ties_is_a_one_line_error(tmp_path, sft_dir, monkeypatch):
+    """Ties are dropped; if none is left there is nothing to fit (it used to fail in numpy)."""
+    from pgrad.rlhf.reward_model import RewardConfig
+
+    monkeypatch.setattr(task, "score", lambda prompt, response: 0.5)
+    with pytest.raises(PgradError, match="all 8 of pairs were ties") as caught:
+        pipeline.run_reward(sft_dir / "model", RewardConfig(pairs=8, test_pairs=8, steps=1),
+                            tmp_path / "r")  # fmt: skip
+    assert "\n" not in str(caught.value)
 
 
 def test_response_texts_show_every_token_the_policy_wrote(policy):

@@ -185,6 +185,21 @@ def test_kl_estimator_k1_still_loads_and_k2_k3_are_a_one_line_error():
         pipeline.build_config("rloo", [{"kl_loss_coef": -1}])
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("clip_range", -0.2, "clip_range must be > 0, got -0.2"),
+     ("clip_range", 0.0, "clip_range must be > 0, got 0.0"),
+     ("clip_range_value", -1.0, "clip_range_value must be > 0, got -1.0"),
+     ("value_coef", -1.0, "value_coef must be >= 0, got -1.0")],
+)  # fmt: skip
+def test_clip_ranges_and_the_value_weight_out_of_range_are_a_one_line_error(key, value, message):
+    """A negative clip range pins the ratio (clamp(1.2, 0.8) is 0.8): the surrogate would be
+    silently wrong; a negative value weight ascends the value error."""
+    with pytest.raises(ConfigError, match=message):
+        pipeline.build_config("ppo", [{key: value}])
+    assert pipeline.build_config("ppo", [{"clip_range_value": None}]).clip_range_value is None
+
+
 @pytest.mark.parametrize("near", [False, True], ids=["far", "near"])
 @pytest.mark.parametrize("algo", rl.ALGOS)
 def test_the_kl_loss_term_descends_the_reverse_kl_at_fixed_states(algo, near):
@@ -211,6 +226,23 @@ def test_the_kl_loss_term_descends_the_reverse_kl_at_fixed_states(algo, near):
     _, terms = t.loss(batch, *t.advantage_estimates(batch))
     k3 = losses.kl_estimate(batch.log_probs - batch.ref_log_probs, "k3").mean()
     assert float(terms["kl_loss"]) == pytest.approx(float(k3))
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "rloo"])
+def test_with_per_response_aggregation_the_kl_loss_term_is_summed_per_response(algo):
+    """``aggregation: response`` sums the policy loss over each response's T tokens; the KL
+    term is summed the same way, so its expected gradient is c grad sum_t E[KL_reverse], T
+    times the token mean's (which weighed it 1/T against the policy loss)."""
+    c = 0.3
+    t = trainer(algo, beta=0.0, kl_loss_coef=c, aggregation="response")
+    t.baseline = 0.0
+    log_pi, log_ref = distributions(t.policy), distributions(t.reference)
+    p_old = sequence_log_probs(t.policy).exp().detach()
+    reverse = (log_ref.exp() * (log_ref - log_pi)).sum(-1).sum(-1)
+    exact = c * gradient(t, (p_old * reverse).sum())
+    got = expected_gradient(t, 2 if algo == "rloo" else 1)
+    torch.testing.assert_close(got, exact, rtol=1e-6, atol=1e-12)
+    assert exact.norm() > 1e-4
 
 
 def test_the_kl_loss_term_is_off_by_default():

@@ -108,3 +108,24 @@ class ActingCopy:
             for name, tensor in self.copy.state_dict().items():
                 tensor.copy_(source[name])
         return self.copy
+
+
+def forked_rng(on: torch.device):
+    """``torch.random.fork_rng`` over the CPU generator and, for a model on a GPU, that GPU's:
+    what runs inside (an evaluation) leaves the training's random streams as they were."""
+    return torch.random.fork_rng(devices=[on] if on.type == "cuda" else [])
+
+
+def rng_state(on: torch.device) -> dict[str, torch.Tensor]:
+    """The generators a run on ``on`` samples from: the CPU's, and the GPU's when on one."""
+    state = {"torch": torch.get_rng_state()}
+    if on.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(on)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], on: torch.device) -> None:
+    """Restore ``rng_state``'s generators (the GPU's only when the run goes on on a GPU)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and on.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], on)

@@ -173,7 +173,7 @@ def train(
         # generator (its stepper's seed) are taken from a fork, and the training stream goes on.
         load_normalization_state(eval_envs, normalization_state(envs), frozen=True)
         algorithm.model.eval()
-        with torch.random.fork_rng(devices=[]):
+        with device.forked_rng(device.of(algorithm.model)):
             returns = evaluate(
                 algorithm.model, env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET,
                 envs=eval_envs,
@@ -290,13 +290,10 @@ def _training_state(loop: Loop, algorithm: algos.Algorithm, envs: gym.vector.Vec
     """Everything else ``resume`` restores, pickled into a byte tensor (the checkpoint itself
     stays loadable with ``weights_only=True``)."""
     rng = {
-        "torch": torch.get_rng_state(),
+        **device.rng_state(device.of(algorithm.model)),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
-    on = device.of(algorithm.model)
-    if on.type == "cuda":  # the generator of the GPU the run samples on
-        rng["cuda"] = torch.cuda.get_rng_state(on)
     payload = {"loop": loop, "algorithm": algorithm.state(), "envs": _env_blob(envs), "rng": rng}
     return torch.frombuffer(bytearray(pickle.dumps(payload)), dtype=torch.uint8)
 
@@ -348,10 +345,7 @@ def _restore(
     algorithm.load_state(payload["algorithm"], envs, env_restored=payload["envs"] is not None)
     loop: Loop = payload["loop"]
     loop.watchdog.total_steps = cfg.steps
-    torch.set_rng_state(payload["rng"]["torch"])
+    device.set_rng_state(payload["rng"], device.of(algorithm.model))
     np.random.set_state(payload["rng"]["numpy"])
     random.setstate(payload["rng"]["python"])
-    on = device.of(algorithm.model)
-    if "cuda" in payload["rng"] and on.type == "cuda":  # not when a GPU run goes on on the CPU
-        torch.cuda.set_rng_state(payload["rng"]["cuda"], on)
     return envs, loop

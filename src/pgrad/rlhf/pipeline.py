@@ -198,6 +198,14 @@ def run_reward(
         task.score,
         config.max_new_tokens,
     )
+    for name, drawn, kept in (("pairs", config.pairs, train_pairs),
+                              ("test_pairs", config.test_pairs, test_pairs)):  # fmt: skip
+        if not kept:
+            raise PgradError(
+                f"all {drawn} of {name} were ties (the policy's two responses scored the same), "
+                f"so there is nothing to learn or test a preference on; expected a larger {name} "
+                "or a policy whose responses differ more"
+            )
     logger = MetricsLogger(path, config.steps, progress, headline="loss")
     try:
         model = rm.train(policy, tokenizer, train_pairs, config, log=logger.write)
@@ -326,7 +334,7 @@ def _train(
 
     def evaluate() -> dict[str, float]:
         # From a fork of torch's generator: training samples the same with or without evaluations.
-        with torch.random.fork_rng(devices=[]), trainer.precision():
+        with device.forked_rng(device.of(trainer.policy)), trainer.precision():
             return rl.evaluate(
                 trainer.policy,
                 trainer.reference,
@@ -347,14 +355,17 @@ def _train(
     else:  # everything the loop carries between iterations
         trainer.load_state_dict(state)
         before, loop.pending = state["before"], state["pending_rows"]
-        torch.set_rng_state(state["torch_rng"])
+        device.set_rng_state({"torch": state["torch_rng"], **state.get("cuda_rng", {})},
+                             device.of(trainer.policy))  # fmt: skip
     # Every row has the eval columns (NaN between evaluations): one CSV header.
     eval_columns = {f"eval_{k}": float("nan") for k in before} if config.eval_every else {}
     keep = None if state is None else state["step"]
     logger = MetricsLogger(path, config.iterations, progress, keep_rows_to=keep, headline="reward")
 
     def checkpoint() -> None:
-        extra = {"before": before, "pending_rows": loop.pending, "torch_rng": torch.get_rng_state()}
+        rng = device.rng_state(device.of(trainer.policy))
+        extra = {"before": before, "pending_rows": loop.pending, "torch_rng": rng["torch"],
+                 "cuda_rng": {k: v for k, v in rng.items() if k == "cuda"}}  # fmt: skip
         runs.save_checkpoint(path, loop.step, {**trainer.state_dict(), **extra},
                              config.keep_checkpoints)  # fmt: skip
 

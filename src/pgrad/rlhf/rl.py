@@ -37,7 +37,7 @@ import torch
 
 from pgrad import device, losses, returns
 from pgrad.algos.ppo import minibatch_orders
-from pgrad.config import ConfigError, RunConfig, at_least
+from pgrad.config import ConfigError, RunConfig, at_least, positive
 from pgrad.errors import PgradError
 from pgrad.optim import gradient_step
 from pgrad.rlhf import advantages
@@ -114,6 +114,10 @@ class RLHFConfig(RunConfig):
         at_least(self, "beta", 0)
         at_least(self, "lora_r", 0)
         at_least(self, "kl_loss_coef", 0)
+        at_least(self, "value_coef", 0)
+        positive(self, "clip_range")  # a negative one pins the ratio: clamp(1.2, 0.8) = 0.8
+        if self.clip_range_value is not None:
+            positive(self, "clip_range_value")
         for key in ("baseline_momentum", "gae_lambda"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"{key} must be in [0, 1], got {getattr(self, key)}")
@@ -276,7 +280,8 @@ class Trainer:
         L_pi = ``losses.policy_gradient_loss`` (REINFORCE, RLOO; per response with
         ``aggregation: response``) or
         ``losses.clipped_surrogate_loss`` (PPO) of Psi_t, L_V = ``losses.value_loss`` towards
-        ``targets``, L_KL = ``kl_loss`` (all means over the batch's response tokens).
+        ``targets``, L_KL = ``kl_loss`` (all means over the batch's response tokens; L_KL is
+        aggregated as L_pi is for GRPO and for ``aggregation: response``).
         """
         c, m = self.config, batch.responses.mask
         with self.precision():  # the LM's forward pass (log-probs come out float32)
@@ -308,7 +313,10 @@ class Trainer:
             log_ratio = (new - old).detach()
             terms["approx_kl"] = losses.approx_kl(log_ratio)
             terms["clip_fraction"] = losses.clip_fraction(log_ratio, c.clip_range)
-        if c.kl_loss_coef > 0 and self.algo == "grpo":  # aggregated as the surrogate is
+        per_response = self.value_head is None and c.aggregation == "response"
+        if c.kl_loss_coef > 0 and (self.algo == "grpo" or per_response):
+            # aggregated as the policy loss is, so kl_loss_coef weighs it the same against it
+            how, tokens = (how, tokens) if self.algo == "grpo" else ("response", None)
             k3 = losses.kl_estimate(log_probs - batch.ref_log_probs, "k3")
             terms["kl_loss"] = kl = advantages.aggregate(k3, m, how, tokens)
             loss = loss + c.kl_loss_coef * kl

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pgrad import device
+from pgrad.errors import PgradError
 from pgrad.policies import Categorical
 
 
@@ -80,19 +81,45 @@ def response_mask(tokens: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torc
     return before == 0, is_eos.any(-1)
 
 
+NEUTRAL_SAMPLING = {
+    "do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": None,
+    "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0,
+    "min_new_tokens": None, "sequence_bias": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "exponential_decay_length_penalty": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "renormalize_logits": False, "num_beams": 1,
+}  # fmt: skip
+"""Every ``GenerationConfig`` setting that reshapes the next-token distribution, set to leave
+it alone: a model's saved ``generation_config.json`` (an instruct model's repetition penalty)
+would otherwise apply while sampling, and the samples would no longer come from the policy
+whose log-probs the update uses."""
+
+
+def _check_length(model, prompt_tokens: int, max_new_tokens: int) -> None:
+    """A one-line error where the longest prompt plus ``max_new_tokens`` passes the model's
+    positions (it would fail as an index error inside the model)."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and prompt_tokens + max_new_tokens > limit:
+        raise PgradError(
+            f"max_new_tokens={max_new_tokens} with prompts of up to {prompt_tokens} tokens passes "
+            f"the model's {limit} positions; expected max_new_tokens <= {limit - prompt_tokens}"
+        )
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> Responses:
-    """Sample one response per prompt from pi_theta (temperature 1, no top-k/top-p: the
-    policy's own distribution, so its log-probs are the ones the gradient needs)."""
+    """Sample one response per prompt from pi_theta (temperature 1, no top-k/top-p, and none of
+    the model's saved generation settings: ``NEUTRAL_SAMPLING``), so that the log-probs are
+    the ones the gradient needs."""
     on = device.of(model)
     encoded = {k: v.to(on) for k, v in encode_prompts(tokenizer, prompts).items()}
+    _check_length(model, encoded["input_ids"].shape[1], max_new_tokens)
     out = model.generate(
         **encoded,
-        do_sample=True,
+        **NEUTRAL_SAMPLING,
         max_new_tokens=max_new_tokens,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         output_logits=True,
