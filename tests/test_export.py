@@ -100,5 +100,11 @@ def test_record_renders_the_trained_policy(tmp_path, suffix):
         images, again, fps = frames(run.path, episodes=2)
         assert again == returns and fps == 50
         assert len(images) == sum(returns) + 2  # CartPole: reward 1 per step, plus the resets
+        upper, _ = record(run.path, tmp_path / "VIDEO.GIF", episodes=1)  # any case, as plots
+        with Image.open(upper) as gif:
+            assert gif.format == "GIF"
     with pytest.raises(pgrad.PgradError, match=r"expected a file ending in \.gif or \.mp4"):
         record(run.path, tmp_path / "video.avi")
+    (tmp_path / "folder.gif").mkdir()
+    with pytest.raises(pgrad.PgradError, match="it is a folder; expected a file path"):
+        record(run.path, tmp_path / "folder.gif")

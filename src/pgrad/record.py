@@ -21,6 +21,7 @@ from pgrad.agent import EVAL_SEED_OFFSET, load
 from pgrad.atari import STEPS_PER_SECOND, is_atari
 from pgrad.envs import make_env
 from pgrad.errors import PgradError
+from pgrad.runs import output_file
 
 FORMATS = (".gif", ".mp4")
 
@@ -68,12 +69,10 @@ def frames(run_dir: str | Path, episodes: int = 1, seed: int | None = None,
 def record(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: int | None = None,
            stochastic: bool = False) -> tuple[Path, list[float]]:  # fmt: skip
     """Write the video to ``out`` (.gif or .mp4); returns it and the episodes' returns."""
-    out = Path(out)
-    if out.suffix not in FORMATS:
-        raise PgradError(f"cannot write {str(out)!r}: expected a file ending in .gif or .mp4")
+    out = output_file(out, FORMATS)  # the suffix in any case, as for plots (PIL reads it so)
     images, returns, fps = frames(run_dir, episodes, seed, stochastic)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".gif":
+    if out.suffix.lower() == ".gif":
         from PIL import Image
 
         pictures = [Image.fromarray(image) for image in images]
