@@ -216,6 +216,24 @@ def train_sb3(steps: int, seed: int, threads: int, out: Path) -> dict:
     }
 
 
+def evaluate_sb3(path: Path, seed: int, games: int) -> dict:
+    """A saved SB3 model (``train_sb3`` writes one) on ``games`` more whole games, deterministic,
+    as ``train_sb3`` evaluates: what ``pgrad eval RUN --episodes N --seed S`` is for pgrad."""
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    model = PPO.load(path, device="cpu")
+    envs = VecFrameStack(make_atari_env(ENV, n_envs=1, seed=seed, env_kwargs={"frameskip": 1}), 4)
+    scores, _ = evaluate_policy(model, envs, n_eval_episodes=games, return_episode_rewards=True)
+    return {"games": games, "seed": seed, "mean": float(np.mean(scores)),
+            "std": float(np.std(scores)), "scores": [float(x) for x in scores]}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
@@ -230,7 +248,18 @@ def main() -> None:
         help="also time env/act/learn inside this many steps of real PPO in both libraries",
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/pgrad-atari"))
+    parser.add_argument(
+        "--evaluate-sb3",
+        type=Path,
+        metavar="MODEL_ZIP",
+        help="only evaluate this saved SB3 model on --games games from --seed",
+    )
+    parser.add_argument("--games", type=int, default=30)
     args = parser.parse_args()
+    if args.evaluate_sb3:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(evaluate_sb3(args.evaluate_sb3, args.seed, args.games)))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": f"{platform.machine()}, torch {torch.__version__}",
                     "threads": args.threads}  # fmt: skip
