@@ -78,13 +78,25 @@ def test_checkpoints_keep_the_newest(tmp_path):
     assert not list((run.path / "checkpoints").glob(".*tmp"))
 
 
-def test_resumed_and_rolled_back_logs_hold_each_step_once_in_csv_and_tensorboard(tmp_path):
+def test_resumed_and_rolled_back_logs_hold_each_step_once_in_csv_and_tensorboard(
+    tmp_path, monkeypatch
+):
     """Rows and warnings logged after the checkpoint a run goes back to (a resume, a NaN
     rollback) are dropped from metrics.csv and warnings.txt and, through ``purge_step``, from
     what TensorBoard reads."""
+    import itertools
+    import time
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from pgrad.logging import MetricsLogger
+
+    # TensorBoard reads a directory's event files in name order: (second, host, pid, a counter
+    # of this process's writers). Three writers made within one second sort by the counter as
+    # text, so 9, 10, 11 would load 10 and 11 before 9 (how many writers the tests before this
+    # one made decides it). Real runs write their files seconds apart; here each gets a second.
+    clock = itertools.count(int(time.time()))
+    monkeypatch.setattr(time, "time", lambda: float(next(clock)))
 
     (tmp_path / "warnings.txt").write_text("a warning of an older pgrad, without a step\n")
     first = MetricsLogger(tmp_path, 100)
