@@ -59,7 +59,7 @@ class MetricsLogger:
     def _open(self, keep_rows_to: int | None) -> None:
         """Open ``metrics.csv``: a new file, or (``keep_rows_to``) the existing one cut back to
         its rows up to that step, replaced atomically so that a kill meanwhile leaves the old
-        rows whole, and appended to from there."""
+        rows whole, and appended to from there; ``warnings.txt`` is cut back with it."""
         header = None
         path = self.run_dir / "metrics.csv"
         if self.file is not None:
@@ -151,7 +151,7 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _warning_step(line: str) -> float:
+def _warning_step(line: str) -> int:
     """The step of a ``warnings.txt`` line (``step N: message``); 0 for a line without one."""
     head, sep, _ = line.partition(": ")
     number = head.removeprefix("step ")

@@ -189,7 +189,7 @@ class Pruning:
             os._exit(1)
         value = row.get("eval_return", math.nan)
         nominal = step // self.setup.interval * self.setup.interval
-        if math.isnan(value) or step >= self.setup.steps or not 0 < nominal < self.setup.steps:
+        if math.isnan(value) or nominal == 0 or step >= self.setup.steps:
             # no evaluation, or the last one (the update that passes the last nominal step
             # may also spend the budget): the objective's, not intermediate
             return True

@@ -127,13 +127,11 @@ def _normalized(rows: torch.Tensor, size: int, config: PPOConfig) -> list[torch.
     it would be 0, and that sample would teach the policy nothing."""
     old_log_probs, advantages, targets, old_values = rows.unbind(0)
     if config.normalize_advantage:
-        n, full = len(advantages), len(advantages) // size * size
-        parts = [advantages[:full] if size == 1 else
-                 normalize(advantages[:full].view(-1, size), dim=1).view(-1)]  # fmt: skip
-        if full < n - 1:
-            parts.append(normalize(advantages[full:]))
-        elif full == n - 1:
-            parts.append(advantages[full:])
+        full = len(advantages) // size * size
+        head, tail = advantages[:full], advantages[full:]
+        parts = [head if size == 1 else normalize(head.view(-1, size), dim=1).view(-1)]
+        if len(tail):
+            parts.append(normalize(tail) if len(tail) > 1 else tail)
         advantages = torch.cat(parts) if len(parts) > 1 else parts[0]
     return [advantages, targets, old_log_probs, old_values]
 

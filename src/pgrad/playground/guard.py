@@ -20,12 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
 """The loopback names: a server bound to one of them answers to all three."""
+WILDCARD = ("0.0.0.0", "::")
+"""Every interface: a server bound so takes any Host."""
 MAX_BODY = 64 * 1024
 """Bytes a request body may have (a run's form is a few hundred)."""
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
-
-
-WILDCARD = ("0.0.0.0", "::")
 
 
 def host_names(host: str, port: int) -> set[str] | None:

@@ -355,8 +355,8 @@ def _train(
     else:  # everything the loop carries between iterations
         trainer.load_state_dict(state)
         before, loop.pending = state["before"], state["pending_rows"]
-        device.set_rng_state({"torch": state["torch_rng"], **state.get("cuda_rng", {})},
-                             device.of(trainer.policy))  # fmt: skip
+        rng = state["rng"] if "rng" in state else {"torch": state["torch_rng"]}  # older runs
+        device.set_rng_state(rng, device.of(trainer.policy))
     # Every row has the eval columns (NaN between evaluations): one CSV header.
     eval_columns = {f"eval_{k}": float("nan") for k in before} if config.eval_every else {}
     keep = None if state is None else state["step"]
@@ -364,8 +364,7 @@ def _train(
 
     def checkpoint() -> None:
         rng = device.rng_state(device.of(trainer.policy))
-        extra = {"before": before, "pending_rows": loop.pending, "torch_rng": rng["torch"],
-                 "cuda_rng": {k: v for k, v in rng.items() if k == "cuda"}}  # fmt: skip
+        extra = {"before": before, "pending_rows": loop.pending, "rng": rng}
         runs.save_checkpoint(path, loop.step, {**trainer.state_dict(), **extra},
                              config.keep_checkpoints)  # fmt: skip
 

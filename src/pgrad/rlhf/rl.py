@@ -290,6 +290,7 @@ class Trainer:
             else:
                 log_probs, _, hidden = forward(self.policy, batch.responses, hidden=True)
         new, old = log_probs[m], batch.log_probs[m]
+        how, tokens = None, None  # the policy loss's aggregation where it is not a token mean
         if self.algo == "grpo":
             dr = c.loss_type == "dr_grpo"
             how, tokens = ("constant", c.max_new_tokens) if dr else ("sequence", None)
@@ -297,8 +298,9 @@ class Trainer:
             loss = policy_loss = -advantages.aggregate(surrogate, m, how, tokens)
             terms = {"policy_loss": policy_loss}
         elif self.value_head is None and c.aggregation == "response":
+            how = "response"
             per_token = log_probs * psi.detach()  # losses.policy_gradient_loss's terms
-            loss = policy_loss = -advantages.aggregate(per_token, m, "response")
+            loss = policy_loss = -advantages.aggregate(per_token, m, how)
             terms = {"policy_loss": policy_loss}
         elif self.value_head is None:
             loss = policy_loss = losses.policy_gradient_loss(new, psi[m])
@@ -313,10 +315,8 @@ class Trainer:
             log_ratio = (new - old).detach()
             terms["approx_kl"] = losses.approx_kl(log_ratio)
             terms["clip_fraction"] = losses.clip_fraction(log_ratio, c.clip_range)
-        per_response = self.value_head is None and c.aggregation == "response"
-        if c.kl_loss_coef > 0 and (self.algo == "grpo" or per_response):
+        if c.kl_loss_coef > 0 and how is not None:
             # aggregated as the policy loss is, so kl_loss_coef weighs it the same against it
-            how, tokens = (how, tokens) if self.algo == "grpo" else ("response", None)
             k3 = losses.kl_estimate(log_probs - batch.ref_log_probs, "k3")
             terms["kl_loss"] = kl = advantages.aggregate(k3, m, how, tokens)
             loss = loss + c.kl_loss_coef * kl
